@@ -1,0 +1,27 @@
+# Two commands for a fresh machine (Python 3.11 and the package registries):
+#   make run    set up .venv and run the packaged default experiment
+#   make test   set up .venv and run the test suite
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+# torch/torchvision pinned to the release these machines hold on disk (see README)
+TORCH := torch==2.14.1 torchvision==0.29.1
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+.PHONY: setup run test bench
+setup: $(VENV)/.installed
+
+run: setup
+	$(VENV)/bin/fl-sim run $(ARGS)
+
+test: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) bench/bench_features.py

@@ -1,0 +1,154 @@
+"""Membership-inference metrics shared by every attack.
+
+Convention everywhere in ``attacks/``: a *score* is a float per record, higher = more
+likely a member; a record is *predicted* member iff ``score >= threshold``.
+Membership labels are 0/1 arrays (1 = member).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from sklearn.metrics import roc_auc_score, roc_curve
+
+FPR_TARGETS = ("0.001", "0.01", "0.1")
+MAX_ROC_POINTS = 200
+
+
+def _check(scores, is_member) -> tuple[np.ndarray, np.ndarray]:
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    m = np.asarray(is_member).reshape(-1).astype(np.int64)
+    if s.shape != m.shape:
+        raise ValueError(f"scores {s.shape} and is_member {m.shape} differ in length")
+    if not np.all(np.isfinite(s)):
+        raise ValueError("scores contain NaN or inf")
+    if not np.all((m == 0) | (m == 1)):
+        raise ValueError("is_member must hold only 0 and 1")
+    return s, m
+
+
+def choose_threshold(scores, is_member) -> float:
+    """Threshold maximizing accuracy of ``score >= threshold`` on labelled data.
+
+    Meant for the attacker's *own* known members/non-members (never evaluation data).
+    Among equally good thresholds the middle one is taken, and the returned value lies
+    halfway between two adjacent distinct scores, so that it generalizes to new scores
+    rather than sitting exactly on a training score.
+
+    scores: (n,) floats; is_member: (n,) 0/1. Returns a finite float.
+    """
+    s, m = _check(scores, is_member)
+    if s.size == 0:
+        raise ValueError("need at least one score")
+    order = np.argsort(-s, kind="stable")
+    s_sorted, m_sorted = s[order], m[order]
+    # Candidate cut j (0..n) predicts the first j records (highest scores) as members;
+    # only cuts between distinct values are realizable by a threshold.
+    tp = np.concatenate([[0], np.cumsum(m_sorted)])
+    fp = np.concatenate([[0], np.cumsum(1 - m_sorted)])
+    n_neg = int((m == 0).sum())
+    correct = tp + (n_neg - fp)
+    valid = np.ones(s.size + 1, dtype=bool)
+    valid[1:-1] = s_sorted[:-1] != s_sorted[1:]
+    cand = np.flatnonzero(valid)
+    best = cand[correct[cand] == correct[cand].max()]
+    j = int(best[len(best) // 2])
+    spread = float(s_sorted[0] - s_sorted[-1]) or 1.0
+    if j == 0:  # nobody is a member: any value above the maximum
+        return float(s_sorted[0] + spread)
+    if j == s.size:  # everybody is a member
+        return float(s_sorted[-1] - spread)
+    return float((s_sorted[j - 1] + s_sorted[j]) / 2.0)
+
+
+def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:
+    """TPR at the largest ROC point whose FPR does not exceed ``target``.
+
+    Conservative (no interpolation past a measured point, as in Carlini et al. 2022):
+    when ``target`` is below 1 / n_nonmembers this is the TPR at zero false positives.
+    ``fpr``/``tpr`` must be a full ROC curve (sklearn ``roc_curve`` output, ascending).
+    """
+    ok = np.flatnonzero(fpr <= target + 1e-12)
+    return float(tpr[ok].max()) if ok.size else 0.0
+
+
+def tpr_at_fpr_interp(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:
+    """TPR linearly interpolated on the ROC curve at ``target`` FPR.
+
+    Linear interpolation between two ROC points is achievable by randomizing between
+    their thresholds, so this is an attainable (slightly optimistic) operating point.
+    """
+    return float(np.interp(target, fpr, tpr))
+
+
+def _downsample(fpr: np.ndarray, tpr: np.ndarray, k: int = MAX_ROC_POINTS):
+    if fpr.size <= k:
+        return fpr, tpr
+    # Half the budget evenly along the curve, half log-spaced in FPR so that the
+    # low-FPR region (the one that matters for privacy) keeps its resolution.
+    idx_lin = np.round(np.linspace(0, fpr.size - 1, k // 2)).astype(int)
+    grid = np.logspace(-5, 0, k - k // 2 - 2)
+    idx_log = np.searchsorted(fpr, grid, side="right") - 1
+    idx = np.unique(np.concatenate([[0, fpr.size - 1], idx_lin, np.clip(idx_log, 0, None)]))
+    if idx.size > k:  # duplicates removed above, so this only trims a few points
+        idx = idx[np.round(np.linspace(0, idx.size - 1, k)).astype(int)]
+    return fpr[idx], tpr[idx]
+
+
+def membership_metrics(scores, is_member, threshold: float) -> dict:
+    """Metrics of one attack on labelled evaluation records.
+
+    scores: (n,) membership scores (higher = member); is_member: (n,) 0/1;
+    threshold: chosen beforehand (e.g. by :func:`choose_threshold` on attacker data).
+
+    Returns a JSON-ready dict: ``accuracy`` (at ``threshold``), ``auc``, ``tpr_at_fpr``
+    {"0.001", "0.01", "0.1"} (conservative, see :func:`tpr_at_fpr`),
+    ``tpr_at_fpr_interp`` (same keys, interpolated), ``roc`` {"fpr", "tpr"} (<= 200
+    points), ``n_members``, ``n_nonmembers``, ``threshold``. With only one class
+    present, ``auc`` and the ROC-based fields are NaN / empty.
+    """
+    s, m = _check(scores, is_member)
+    n_pos, n_neg = int(m.sum()), int((1 - m).sum())
+    pred = (s >= threshold).astype(np.int64)
+    out: dict = {
+        "accuracy": float((pred == m).mean()) if s.size else math.nan,
+        "n_members": n_pos,
+        "n_nonmembers": n_neg,
+        "threshold": float(threshold),
+    }
+    if n_pos == 0 or n_neg == 0:
+        out.update(
+            auc=math.nan,
+            tpr_at_fpr={k: math.nan for k in FPR_TARGETS},
+            tpr_at_fpr_interp={k: math.nan for k in FPR_TARGETS},
+            roc={"fpr": [], "tpr": []},
+        )
+        return out
+    fpr, tpr, _ = roc_curve(m, s, drop_intermediate=False)
+    out["auc"] = float(roc_auc_score(m, s))
+    out["tpr_at_fpr"] = {k: tpr_at_fpr(fpr, tpr, float(k)) for k in FPR_TARGETS}
+    out["tpr_at_fpr_interp"] = {k: tpr_at_fpr_interp(fpr, tpr, float(k)) for k in FPR_TARGETS}
+    f, t = _downsample(fpr, tpr)
+    out["roc"] = {"fpr": [float(v) for v in f], "tpr": [float(v) for v in t]}
+    return out
+
+
+def balanced_indices(is_member, seed: int) -> np.ndarray:
+    """Indices of a balanced subsample: all of the smaller class, as many of the other.
+
+    Returned sorted, drawn with ``np.random.default_rng(seed)``.
+    """
+    m = np.asarray(is_member).reshape(-1).astype(np.int64)
+    pos, neg = np.flatnonzero(m == 1), np.flatnonzero(m == 0)
+    k = min(pos.size, neg.size)
+    rng = np.random.default_rng(seed)
+    keep = np.concatenate([rng.choice(pos, k, replace=False), rng.choice(neg, k, replace=False)])
+    return np.sort(keep)
+
+
+def balanced_eval(scores, is_member, threshold: float, seed: int = 0) -> dict:
+    """:func:`membership_metrics` on a balanced subsample (paper's evaluation protocol)."""
+    s, m = _check(scores, is_member)
+    idx = balanced_indices(m, seed)
+    return membership_metrics(s[idx], m[idx], threshold)

@@ -1,0 +1,295 @@
+"""The Nasr et al. (2019) white-box attack network, and the inputs it reads.
+
+Input contract: an attack observes one or more model snapshots of the same ``n`` records;
+its input is ``list[FeatureSet]`` (see ``attacks.features``), one per snapshot, all in
+the same record order. :func:`collect_inputs` turns that list into a flat dict of named
+numpy arrays, and :class:`NasrAttackNet` has one component per named array:
+
+- fully connected (d -> 128 -> 64) for every layer output, the loss and the label;
+- convolutional for every gradient *matrix* (rows, cols): a ``Conv2d`` whose kernel
+  spans one whole row, ``(1, cols)``, ReLU, dropout, flatten, then FC -> 128 -> 64;
+- fully connected for every bias gradient (out,).
+
+All component outputs, of all snapshots, are concatenated into one encoder
+(256 -> 128 -> 64 -> 1). The network returns the pre-sigmoid logit; callers apply the
+sigmoid (``BCEWithLogitsLoss`` during training is the numerically stable equivalent).
+
+Inputs are standardized per element (mean/std fitted on the attacker's training
+knowledge only, stored as buffers so they travel with the weights): raw gradients are
+orders of magnitude below outputs and would otherwise be invisible to the optimizer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+LOSS_EPS = 1e-6  # keeps log(loss) finite when a member's float32 loss underflows to 0
+
+
+def as_snapshots(features) -> list:
+    """Normalize the attack input to a non-empty list of FeatureSets of equal length."""
+    snaps = list(features) if isinstance(features, (list, tuple)) else [features]
+    if not snaps:
+        raise ValueError("an attack needs at least one snapshot's features")
+    n = len(snaps[0])
+    if any(len(s) != n for s in snaps):
+        raise ValueError(f"snapshots cover different numbers of records: {[len(s) for s in snaps]}")
+    return snaps
+
+
+def _selected(name: str, layers: Sequence[str] | None) -> bool:
+    """A parameter ``fc3.weight`` is selected by ``fc3``, ``fc3.weight`` or ``None``."""
+    if layers is None:
+        return True
+    return any(name == l or name.startswith(l + ".") for l in layers)
+
+
+def select_grad_names(snapshot, layers: Sequence[str] | None) -> list[str]:
+    """Gradient keys of ``snapshot`` chosen by ``layers`` (module or parameter names)."""
+    names = [k for k in snapshot.grads if _selected(k, layers)]
+    if layers is not None:
+        missing = [l for l in layers if not any(_selected(k, [l]) for k in snapshot.grads)]
+        if missing:
+            raise ValueError(f"no gradients for layers {missing}; have {sorted(snapshot.grads)}")
+    return names
+
+
+def select_output_names(snapshot, output_layers: Sequence[str] | None) -> list[str]:
+    """Output keys of ``snapshot`` chosen by ``output_layers`` (None = all present)."""
+    if output_layers is None:
+        return list(snapshot.outputs)
+    missing = [l for l in output_layers if l not in snapshot.outputs]
+    if missing:
+        raise ValueError(f"no outputs for layers {missing}; have {sorted(snapshot.outputs)}")
+    return list(output_layers)
+
+
+def log_loss(loss: np.ndarray) -> np.ndarray:
+    """log(loss + eps): members' losses span decades near zero, non-members' sit near
+    log(C); the log spreads the informative low end instead of squashing it."""
+    return np.log(np.asarray(loss, dtype=np.float64) + LOSS_EPS).astype(np.float32)
+
+
+def collect_inputs(
+    features,
+    *,
+    layers: Sequence[str] | None = None,
+    output_layers: Sequence[str] | None = None,
+    use_outputs: bool = True,
+    use_loss: bool = True,
+    use_label: bool = True,
+    use_grads: bool = True,
+) -> dict[str, np.ndarray]:
+    """Flatten snapshots into named float32 arrays, row i = record i.
+
+    Keys: ``s{k}|out|{layer}`` (n, d), ``s{k}|loss`` (n, 1) as log(loss + 1e-6),
+    ``label`` (n, C) once (the label does not change between snapshots),
+    ``s{k}|grad|{param}`` (n, rows, cols) for weight gradients (trailing dims of conv
+    kernels folded into cols) or (n, out) for bias gradients. The key order is
+    deterministic, so fit-time and score-time inputs line up.
+    """
+    snaps = as_snapshots(features)
+    arrays: dict[str, np.ndarray] = {}
+    for k, fs in enumerate(snaps):
+        if use_outputs:
+            for name in select_output_names(fs, output_layers):
+                a = np.asarray(fs.outputs[name], dtype=np.float32)
+                arrays[f"s{k}|out|{name}"] = a.reshape(a.shape[0], -1)
+        if use_loss:
+            arrays[f"s{k}|loss"] = log_loss(fs.loss).reshape(-1, 1)
+        if use_grads:
+            for name in select_grad_names(fs, layers):
+                g = np.asarray(fs.grads[name], dtype=np.float32)
+                if g.ndim > 3:  # conv kernel (n, out, in, kh, kw): one row per out channel
+                    g = g.reshape(g.shape[0], g.shape[1], -1)
+                arrays[f"s{k}|grad|{name}"] = g
+    if use_label:
+        arrays["label"] = np.asarray(snaps[0].label, dtype=np.float32).reshape(len(snaps[0]), -1)
+    if not arrays:
+        raise ValueError("no attack features selected (all use_* flags are off?)")
+    return arrays
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One named input of the attack network: ``kind`` "fc" (shape (d,)) or "conv"
+    (shape (rows, cols))."""
+
+    key: str
+    kind: str
+    shape: tuple[int, ...]
+
+
+def specs_for(arrays: dict[str, np.ndarray]) -> list[InputSpec]:
+    """Specs (one per array) from :func:`collect_inputs` output."""
+    specs = []
+    for key, a in arrays.items():
+        shape = tuple(int(d) for d in a.shape[1:])
+        if len(shape) == 1:
+            specs.append(InputSpec(key, "fc", shape))
+        elif len(shape) == 2:
+            specs.append(InputSpec(key, "conv", shape))
+        else:
+            raise ValueError(f"input {key!r} has per-record shape {shape}; expected 1-D or 2-D")
+    return specs
+
+
+def check_specs(expected: list[InputSpec], arrays: dict[str, np.ndarray]) -> None:
+    """Fail clearly when score-time features differ from fit-time ones."""
+    got = specs_for(arrays)
+    if got != expected:
+        raise ValueError(
+            "features differ from those the attack was fitted on: "
+            f"expected {[(s.key, s.shape) for s in expected]}, got {[(s.key, s.shape) for s in got]}"
+        )
+
+
+def _mlp(sizes: Sequence[int], dropout: float = 0.0) -> nn.Sequential:
+    """Linear+ReLU stack through ``sizes`` (first entry = input width)."""
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+class Standardize(nn.Module):
+    """(x - mean) / std per element, then clipped; statistics are buffers."""
+
+    def __init__(self, shape: tuple[int, ...], clip: float):
+        super().__init__()
+        self.clip = clip
+        self.register_buffer("mean", torch.zeros(shape))
+        self.register_buffer("std", torch.ones(shape))
+
+    @torch.no_grad()
+    def fit(self, a: np.ndarray) -> None:
+        a64 = np.asarray(a, dtype=np.float64)
+        mean = a64.mean(axis=0)
+        std = a64.std(axis=0)
+        # Floor relative to the array's typical spread: an element that was (nearly)
+        # constant in training must not blow up a slightly different test value.
+        rms = float(np.sqrt(np.mean(std**2)))
+        floor = 1e-3 * rms if rms > 0 else 1.0
+        std = np.maximum(std, floor)
+        self.mean.copy_(torch.from_numpy(mean.astype(np.float32)))
+        self.std.copy_(torch.from_numpy(std.astype(np.float32)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = (x - self.mean) / self.std
+        # Heavy-tailed gradients: a few huge values would otherwise dominate a batch.
+        return z.clamp(-self.clip, self.clip) if self.clip else z
+
+
+class FCComponent(nn.Module):
+    """(b, d) -> (b, out): standardize, then Linear/ReLU d -> 128 -> 64."""
+
+    def __init__(self, d: int, sizes: Sequence[int], clip: float):
+        super().__init__()
+        self.norm = Standardize((d,), clip)
+        self.net = _mlp([d, *sizes])
+        self.out_dim = sizes[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.norm(x))
+
+
+class ConvComponent(nn.Module):
+    """(b, rows, cols) -> (b, out): a row-spanning convolution over a gradient matrix.
+
+    Conv2d(1, filters, kernel=(1, cols)) maps each row (one output unit's gradient) to
+    ``filters`` numbers with shared weights, then ReLU, dropout, flatten
+    (filters * rows) and FC -> 128 -> 64.
+    """
+
+    def __init__(self, rows: int, cols: int, filters: int, sizes: Sequence[int], dropout: float, clip: float):
+        super().__init__()
+        self.norm = Standardize((rows, cols), clip)
+        self.conv = nn.Conv2d(1, filters, kernel_size=(1, cols))
+        self.drop = nn.Dropout(dropout)
+        self.fc = _mlp([filters * rows, *sizes])
+        self.out_dim = sizes[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv(self.norm(x).unsqueeze(1))  # (b, filters, rows, 1)
+        h = self.drop(torch.relu(h)).flatten(1)
+        return self.fc(h)
+
+
+class NasrAttackNet(nn.Module):
+    """The attack network over any number of snapshots and inputs.
+
+    specs: one :class:`InputSpec` per input array (see :func:`specs_for`).
+    fc_sizes: widths of every component (paper 128, 64).
+    conv_filters: filters of each gradient convolution (paper 1000).
+    encoder_sizes: hidden widths of the encoder before its scalar output (paper 256,
+    128, 64). ``forward`` returns (b,) logits; sigmoid(logit) = P(member).
+    """
+
+    def __init__(
+        self,
+        specs: Sequence[InputSpec],
+        *,
+        fc_sizes: Sequence[int] = (128, 64),
+        conv_filters: int = 1000,
+        conv_dropout: float = 0.2,
+        encoder_sizes: Sequence[int] = (256, 128, 64),
+        encoder_dropout: float = 0.0,
+        clip: float = 10.0,
+    ):
+        super().__init__()
+        self.specs = list(specs)
+        comps = []
+        for s in self.specs:
+            if s.kind == "fc":
+                comps.append(FCComponent(s.shape[0], fc_sizes, clip))
+            else:
+                comps.append(ConvComponent(*s.shape, conv_filters, fc_sizes, conv_dropout, clip))
+        self.components = nn.ModuleList(comps)
+        width = sum(c.out_dim for c in comps)
+        self.encoder = nn.Sequential(_mlp([width, *encoder_sizes], encoder_dropout), nn.Linear(encoder_sizes[-1], 1))
+
+    def fit_normalization(self, arrays: dict[str, np.ndarray]) -> None:
+        """Fit every component's standardization on training arrays (never eval data)."""
+        for s, c in zip(self.specs, self.components):
+            c.norm.fit(arrays[s.key])
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        parts = [c(inputs[s.key]) for s, c in zip(self.specs, self.components)]
+        return self.encoder(torch.cat(parts, dim=1)).squeeze(1)
+
+
+# --- small helpers shared by the trainers -------------------------------------------------
+
+
+def batch_tensors(arrays: dict[str, np.ndarray], idx: np.ndarray, device) -> dict[str, torch.Tensor]:
+    """Rows ``idx`` of every array as float32 tensors on ``device``."""
+    return {k: torch.from_numpy(np.ascontiguousarray(a[idx])).to(device) for k, a in arrays.items()}
+
+
+@torch.no_grad()
+def predict_logits(net: nn.Module, arrays: dict[str, np.ndarray], batch_size: int, device) -> np.ndarray:
+    """(n,) float64 network outputs in eval mode (no dropout), in record order."""
+    net.eval()
+    n = len(next(iter(arrays.values())))
+    out = [net(batch_tensors(arrays, np.arange(i, min(i + batch_size, n)), device)).double().cpu().numpy()
+           for i in range(0, n, batch_size)]
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+@contextmanager
+def seeded_rng(seed: int, device):
+    """Fork torch's RNG (CPU, plus the CUDA device if used) and seed it, so an attack's
+    weight init and dropout depend on ``seed`` alone and the caller's RNG is left as it was."""
+    dev = torch.device(device)
+    devices = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield

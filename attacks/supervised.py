@@ -1,0 +1,172 @@
+"""Supervised white-box membership inference (Nasr et al. 2019, Section IV).
+
+The attacker knows some of the target's members and some non-members from the same
+distribution; it trains :class:`~attacks.nasr.NasrAttackNet` on their features to tell
+the two apart. Early stopping and the decision threshold use a validation part split
+off from that same knowledge: ``fit`` never sees evaluation records.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+
+from attacks.metrics import choose_threshold
+from attacks.nasr import (
+    NasrAttackNet,
+    batch_tensors,
+    check_specs,
+    collect_inputs,
+    predict_logits,
+    seeded_rng,
+    specs_for,
+)
+
+
+def split_known(is_member: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified (train_idx, val_idx) of the attacker's known records; val may be empty."""
+    idx = np.arange(len(is_member))
+    n_val = int(round(val_fraction * len(idx)))
+    counts = np.bincount(is_member, minlength=2)
+    if n_val < 2 or len(idx) - n_val < 2 or counts.min() < 2:
+        return idx, idx[:0]
+    tr, va = train_test_split(idx, test_size=n_val, stratify=is_member, random_state=seed)
+    return np.sort(tr), np.sort(va)
+
+
+class NasrAttack:
+    """Supervised Nasr attack over one or more snapshots.
+
+    Feature choice: ``layers`` (gradient modules/params; None = every gradient in the
+    FeatureSets), ``output_layers`` (None = every output present), ``use_*`` flags.
+    Model: ``conv_filters`` (paper 1000; 100 keeps CPU runs fast), ``fc_sizes``,
+    ``encoder_sizes``. Training: Adam(``lr``, paper 1e-4), up to ``epochs`` epochs,
+    early stopping after ``patience`` epochs without a lower validation loss.
+
+    After ``fit``: ``threshold_`` (on score scale, chosen on the validation part),
+    ``train_idx_`` / ``val_idx_`` (positions within the known data), ``best_epoch_``,
+    ``history_`` (list of dicts per epoch).
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[str] | None = None,
+        *,
+        output_layers: Sequence[str] | None = None,
+        use_outputs: bool = True,
+        use_loss: bool = True,
+        use_label: bool = True,
+        use_grads: bool = True,
+        conv_filters: int = 100,
+        fc_sizes: Sequence[int] = (128, 64),
+        encoder_sizes: Sequence[int] = (256, 128, 64),
+        conv_dropout: float = 0.2,
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+        epochs: int = 200,
+        batch_size: int = 64,
+        val_fraction: float = 0.2,
+        patience: int = 20,
+        seed: int = 0,
+        device: str = "cpu",
+    ):
+        self.layers = None if layers is None else list(layers)
+        self.output_layers = None if output_layers is None else list(output_layers)
+        self.use_outputs, self.use_loss, self.use_label, self.use_grads = use_outputs, use_loss, use_label, use_grads
+        self.conv_filters = conv_filters
+        self.fc_sizes, self.encoder_sizes, self.conv_dropout = tuple(fc_sizes), tuple(encoder_sizes), conv_dropout
+        self.lr, self.weight_decay = lr, weight_decay
+        self.epochs, self.batch_size, self.val_fraction, self.patience = epochs, batch_size, val_fraction, patience
+        self.seed, self.device = seed, device
+
+    def _inputs(self, features) -> dict[str, np.ndarray]:
+        return collect_inputs(
+            features, layers=self.layers, output_layers=self.output_layers, use_outputs=self.use_outputs,
+            use_loss=self.use_loss, use_label=self.use_label, use_grads=self.use_grads,
+        )
+
+    def fit(self, features, is_member) -> "NasrAttack":
+        """Train on the attacker's known records.
+
+        features: list of FeatureSet (one per snapshot) or a single FeatureSet, n records;
+        is_member: (n,) 0/1. Returns self.
+        """
+        arrays = self._inputs(features)
+        y = np.asarray(is_member).reshape(-1).astype(np.int64)
+        if len(y) != len(next(iter(arrays.values()))):
+            raise ValueError("is_member length differs from the number of records")
+        if y.min() == y.max():
+            raise ValueError("known data must contain both members and non-members")
+        self.specs_ = specs_for(arrays)
+        tr, va = split_known(y, self.val_fraction, self.seed)
+        self.train_idx_, self.val_idx_ = tr, va
+        rng = np.random.default_rng(self.seed)
+        dev = torch.device(self.device)
+        yt = torch.from_numpy(y.astype(np.float32)).to(dev)
+
+        with seeded_rng(self.seed, dev):
+            net = NasrAttackNet(
+                self.specs_, fc_sizes=self.fc_sizes, conv_filters=self.conv_filters,
+                conv_dropout=self.conv_dropout, encoder_sizes=self.encoder_sizes,
+            )
+            # Normalization statistics from the training part only: the validation part
+            # stays an honest stand-in for unseen records.
+            net.fit_normalization({k: a[tr] for k, a in arrays.items()})
+            net.to(dev)
+            opt = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+            # Reweight so unbalanced knowledge still trains a balanced decision.
+            pos = float(y[tr].sum())
+            pos_weight = torch.tensor((len(tr) - pos) / max(pos, 1.0), device=dev)
+            loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+
+            best_loss, best_state, bad = np.inf, copy.deepcopy(net.state_dict()), 0
+            self.history_, self.best_epoch_ = [], 0
+            for epoch in range(self.epochs):
+                net.train()
+                order = rng.permutation(tr)
+                total = 0.0
+                for i in range(0, len(order), self.batch_size):
+                    b = order[i : i + self.batch_size]
+                    loss = loss_fn(net(batch_tensors(arrays, b, dev)), yt[b])
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                    total += float(loss.detach()) * len(b)
+                rec = {"epoch": epoch, "train_loss": total / len(tr)}
+                if len(va):
+                    with torch.no_grad():
+                        logits = torch.from_numpy(predict_logits(net, {k: a[va] for k, a in arrays.items()},
+                                                                 1024, dev)).float().to(dev)
+                        rec["val_loss"] = float(loss_fn(logits, yt[va]))
+                self.history_.append(rec)
+                monitor = rec.get("val_loss", rec["train_loss"])
+                if monitor < best_loss - 1e-4:
+                    best_loss, best_state, bad, self.best_epoch_ = monitor, copy.deepcopy(net.state_dict()), 0, epoch
+                else:
+                    bad += 1
+                    if len(va) and bad >= self.patience:
+                        break
+            net.load_state_dict(best_state)
+        self.net_ = net
+        thr_idx = va if len(va) else tr
+        self.threshold_ = choose_threshold(self.score_arrays(arrays)[thr_idx], y[thr_idx])
+        return self
+
+    def score_arrays(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        logits = predict_logits(self.net_, arrays, 1024, torch.device(self.device))
+        return 1.0 / (1.0 + np.exp(-logits))  # float64 sigmoid: fewer ties than float32
+
+    def score(self, features) -> np.ndarray:
+        """(n,) P(member) in [0, 1] for each record of ``features`` (same snapshots,
+        same feature choice as at fit time)."""
+        arrays = self._inputs(features)
+        check_specs(self.specs_, arrays)
+        return self.score_arrays(arrays)
+
+    def predict(self, features) -> np.ndarray:
+        """(n,) 0/1 using ``threshold_``."""
+        return (self.score(features) >= self.threshold_).astype(np.int64)

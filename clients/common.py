@@ -1,0 +1,60 @@
+"""What honest and malicious participants share: loading the plan and data, local training,
+and the reply shape FedAvg requires (one ArrayRecord, one MetricRecord with num-examples)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
+
+from fl_sim.models import build_model
+from fl_sim.plan import ClientPlan, client_seed
+from fl_sim.training import set_arrays, train_epochs
+
+
+def record_to_arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
+    return {k: v.numpy() for k, v in record.items()}
+
+
+def arrays_to_record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
+    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})
+
+
+def load_partition(plan: ClientPlan, pid: int) -> tuple[np.ndarray, np.ndarray]:
+    # memory-mapped: the parse happened once, in the runner
+    x = np.load(plan.x_path, mmap_mode="r")
+    y = np.load(plan.y_path, mmap_mode="r")
+    idx = np.asarray(plan.train[pid], dtype=np.int64)
+    return np.asarray(x[idx], dtype=np.float32), np.asarray(y[idx], dtype=np.int64)
+
+
+def model_from(plan: ClientPlan, arrays: dict[str, np.ndarray]) -> torch.nn.Module:
+    model = build_model(plan.model_name, tuple(plan.input_shape), plan.num_classes,
+                        **plan.model_options)
+    set_arrays(model, arrays)
+    return model
+
+
+def local_train(plan: ClientPlan, pid: int, round_: int, model: torch.nn.Module,
+                x: np.ndarray, y: np.ndarray) -> tuple[float, dict]:
+    """Honest local training: ``local_epochs`` of SGD (or DP-SGD) on the participant's data."""
+    torch.set_num_threads(max(1, plan.threads))
+    seed = client_seed(plan.seed, round_, pid)
+    torch.manual_seed(seed)
+    if plan.dp:
+        from clients.dp import dp_train
+
+        return dp_train(plan, pid, round_, model, x, y, seed)
+    loss = train_epochs(model, x, y, epochs=plan.local_epochs, batch_size=plan.batch_size,
+                        lr=plan.lr, momentum=plan.momentum, weight_decay=plan.weight_decay,
+                        seed=seed)
+    return loss, {}
+
+
+def reply(msg: Message, arrays: dict[str, np.ndarray], pid: int, num_examples: int,
+          loss: float, extra: dict | None = None) -> Message:
+    metrics = {"num-examples": int(num_examples), "partition-id": int(pid),
+               "train-loss": float(loss)}
+    metrics.update(extra or {})
+    content = RecordDict({"arrays": arrays_to_record(arrays), "metrics": MetricRecord(metrics)})
+    return Message(content=content, reply_to=msg)

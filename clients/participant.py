@@ -1,0 +1,46 @@
+"""The Flower ClientApp of every participant: honest, or the malicious local attacker.
+
+``make_client_app(plan_path)`` returns a ClientApp whose train handler reads the run plan
+from disk (Ray workers keep no module state between calls), trains on the participant's
+partition, and replies in the shape FedAvg expects.
+"""
+
+from __future__ import annotations
+
+from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
+
+from clients.common import load_partition, local_train, model_from, record_to_arrays, reply
+from fl_sim.plan import ClientPlan
+from fl_sim.training import get_arrays
+
+
+class InjectedFailure(RuntimeError):
+    """Raised on purpose (config ``federation.fail``) to test fault handling."""
+
+
+def honest_train(plan: ClientPlan, pid: int, round_: int, msg: Message) -> Message:
+    received = record_to_arrays(msg.content["arrays"])
+    model = model_from(plan, received)
+    x, y = load_partition(plan, pid)
+    loss, extra = local_train(plan, pid, round_, model, x, y)
+    return reply(msg, get_arrays(model), pid, len(y), loss, extra)
+
+
+def make_client_app(plan_path: str) -> ClientApp:
+    app = ClientApp()
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        plan = ClientPlan.load(plan_path)
+        pid = int(context.node_config["partition-id"])
+        round_ = int(msg.content["config"]["server-round"])
+        if pid in plan.fail.get(str(round_), []):
+            raise InjectedFailure(f"participant {pid} fails in round {round_} (federation.fail)")
+        if plan.local_attacker is not None and pid == plan.local_attacker:
+            from clients.local_attacker import malicious_train
+
+            return malicious_train(plan, pid, round_, msg)
+        return honest_train(plan, pid, round_, msg)
+
+    return app

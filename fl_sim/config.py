@@ -1,0 +1,246 @@
+"""Experiment configuration: a pydantic schema, YAML loading and ``--set`` overrides.
+
+Every key has a default, so an empty file (or none) is a valid experiment. Unknown keys are
+errors: a typo must never silently fall back to a default. All bad input surfaces as
+:class:`fl_sim.errors.ConfigError` with a one-line message naming the key.
+"""
+
+from __future__ import annotations
+
+import math
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fl_sim.errors import ConfigError
+
+ATTACK_NAMES = (
+    # stand-alone / fine-tuning scenarios
+    "standalone_whitebox",
+    "standalone_unsupervised",
+    "standalone_compact",
+    "standalone_blackbox_shadow",
+    "loss_threshold",
+    "calibrated",
+    "finetune_d_vs_delta",
+    "finetune_d_vs_nonmembers",
+    "finetune_delta_vs_nonmembers",
+    # federated
+    "global_passive",
+    "global_gradient_ascent",
+    "global_isolating",
+    "global_isolating_gradient_ascent",
+    "local_passive",
+    "local_gradient_ascent",
+    "global_calibrated",
+    "global_compact",
+    "global_unsupervised",
+)
+DEFENSE_NAMES = ("none", "dp_sgd")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    name: str = "digits"
+    root: str | None = None  # None: $FL_SIM_DATA_ROOT, else ./data
+    records_per_participant: int = Field(200, gt=0)
+    options: dict[str, Any] = Field(default_factory=dict)  # passed to the loader (e.g. subset)
+
+
+class ModelConfig(_Section):
+    name: str = "fc"
+    options: dict[str, Any] = Field(default_factory=dict)  # passed to the builder (e.g. widths)
+
+
+class FederationConfig(_Section):
+    mode: Literal["federated", "standalone", "finetune"] = "federated"
+    participants: int = Field(4, gt=0)
+    rounds: int = Field(10, gt=0)
+    local_epochs: int = Field(1, gt=0)
+    batch_size: int = Field(32, gt=0)
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    num_cpus: float = Field(1.0, gt=0)  # Ray CPU share per participant
+    num_gpus: float | None = Field(None, ge=0)  # None: 1/N of a GPU when CUDA exists, else 0
+    round_timeout_s: float = Field(600.0, gt=0)
+    keep_rounds: list[int] | Literal["all", "attack"] = "all"  # which rounds' snapshots stay on disk
+    finetune_fraction: float = Field(0.4, gt=0, lt=1)  # share of training set that is D_delta
+    fail: dict[int, list[int]] = Field(default_factory=dict)  # test-only: round -> participants that raise
+
+    @field_validator("lr")
+    @classmethod
+    def _finite_lr(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError("must be finite")
+        return v
+
+
+class AttackConfig(_Section):
+    names: list[str] = Field(default_factory=lambda: ["global_passive"])
+    target_participant: int = Field(0, ge=0)
+    epochs: list[int] | None = None  # rounds whose snapshots the attack uses; None: last few
+    gamma: float = 1.0
+    ascent_rounds: list[int] | None = None  # rounds where active attacks push; None: attack.epochs
+    known_fraction: float = Field(0.5, gt=0, lt=1)  # share of each member set the attacker knows
+    layers: list[str] | str = "last"  # gradient layers: "last", "last2", "all" or module names
+    output_layers: list[str] = Field(default_factory=list)
+    unsupervised: bool = False
+    epochs_attack_model: int = Field(80, gt=0)
+    lr_attack_model: float = Field(1e-3, gt=0)
+    conv_filters: int = Field(64, gt=0)
+    reference_models: int = Field(4, gt=0)
+    seed_offset: int = 0
+
+    @field_validator("names")
+    @classmethod
+    def _known_attacks(cls, v: list[str]) -> list[str]:
+        for n in v:
+            if n not in ATTACK_NAMES:
+                raise ValueError(f"unknown attack {n!r}; valid: {', '.join(ATTACK_NAMES)}")
+        return v
+
+    @field_validator("gamma")
+    @classmethod
+    def _finite_gamma(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError("must be finite")
+        return v
+
+
+class DefenseConfig(_Section):
+    name: str = "none"
+    noise_multiplier: float = Field(1.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+
+    @field_validator("name")
+    @classmethod
+    def _known_defense(cls, v: str) -> str:
+        if v not in DEFENSE_NAMES:
+            raise ValueError(f"unknown defense {v!r}; valid: {', '.join(DEFENSE_NAMES)}")
+        return v
+
+
+class OutputConfig(_Section):
+    dir: str | None = None  # None: runs/<timestamp>-<dataset>-<model>
+
+
+class Config(_Section):
+    seed: int = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    federation: FederationConfig = Field(default_factory=FederationConfig)
+    attack: AttackConfig = Field(default_factory=AttackConfig)
+    defense: DefenseConfig = Field(default_factory=DefenseConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "Config":
+        fed, att = self.federation, self.attack
+        if fed.mode == "federated" and att.target_participant >= fed.participants:
+            raise ValueError(
+                f"attack.target_participant={att.target_participant} is out of range "
+                f"for federation.participants={fed.participants}"
+            )
+        for key, rounds in (("attack.epochs", att.epochs), ("attack.ascent_rounds", att.ascent_rounds)):
+            for r in rounds or []:
+                if not 1 <= r <= fed.rounds:
+                    raise ValueError(f"{key} contains {r}, outside 1..federation.rounds={fed.rounds}")
+        for r, parts in fed.fail.items():
+            if not 1 <= int(r) <= fed.rounds or any(not 0 <= p < fed.participants for p in parts):
+                raise ValueError(f"federation.fail has round {r} or participants {parts} out of range")
+        return self
+
+    def attack_epochs(self) -> list[int]:
+        """Rounds whose snapshots the attacks use (1-based); default: the last min(3, R)."""
+        if self.attack.epochs:
+            return sorted(set(self.attack.epochs))
+        r = self.federation.rounds
+        return list(range(max(1, r - 2), r + 1))
+
+    def ascent_rounds(self) -> list[int]:
+        return sorted(set(self.attack.ascent_rounds or self.attack_epochs()))
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "config"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    msg = msg.removeprefix("Value error, ")
+    more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"{loc}: {msg}{more}" if loc != "config" else f"{msg}{more}"
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Parse one ``key.sub=value`` override; the value is read as YAML (so lists work)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key or any(not p.isidentifier() for p in key.split(".")):
+        raise ConfigError(f"--set {item!r}: malformed key {key!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML") from None
+    return key.split("."), value
+
+
+def _apply(tree: dict, path: list[str], value: Any, item: str) -> None:
+    node = tree
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {item!r}: {part} is not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Load a YAML config (None: the packaged default) and apply ``key=value`` overrides."""
+    if path is None:
+        text = resources.files("fl_sim").joinpath("configs/default.yaml").read_text()
+        source = "packaged default"
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            text = p.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"cannot read config {p}: {e}") from None
+        source = str(p)
+    try:
+        tree = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{source}: YAML does not parse{where}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{source}: top level must be a mapping of sections")
+    for item in overrides:
+        keys, value = parse_override(item)
+        _apply(tree, keys, value, item)
+    return config_from_dict(tree, source)
+
+
+def config_from_dict(tree: dict, source: str = "config") -> Config:
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as e:
+        raise ConfigError(f"{source}: {_format_validation_error(e)}") from None
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

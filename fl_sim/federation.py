@@ -1,0 +1,78 @@
+"""The one adapter over Flower's simulation engine (Ray backend).
+
+``run_federation`` starts a Flower ServerApp whose strategy is given by the caller and a
+ClientApp per participant, on Ray, and blocks until the rounds are done. Client resources
+come from the config; the GPU share is 1/N of a GPU when CUDA exists and 0 otherwise
+(asking Ray for GPUs that are not there leaves the server waiting on an empty actor pool).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import Strategy
+
+from clients.common import arrays_to_record
+from clients.participant import make_client_app
+
+
+def client_resources(num_cpus: float, num_gpus: float | None, participants: int) -> dict:
+    if num_gpus is None:
+        num_gpus = 1.0 / participants if torch.cuda.is_available() else 0.0
+    elif num_gpus > 0 and not torch.cuda.is_available():
+        num_gpus = 0.0
+    return {"num_cpus": float(num_cpus), "num_gpus": float(num_gpus)}
+
+
+def threads_for(num_cpus: float) -> int:
+    return max(1, int(num_cpus))
+
+
+def run_federation(*, strategy: Strategy, plan_path: str, participants: int, rounds: int,
+                   initial_arrays: dict[str, np.ndarray], num_cpus: float = 1.0,
+                   num_gpus: float | None = None, round_timeout_s: float = 600.0,
+                   on_round: Callable[[int], None] | None = None, quiet: bool = True) -> None:
+    """Run ``rounds`` rounds of federated training through Flower on Ray.
+
+    ``strategy`` sees Flower's round numbers 1..rounds (a wrapper may shift them when
+    resuming). ``on_round(r)`` is called after each round (progress reporting).
+    """
+    from flwr.simulation import run_simulation  # deprecated, but the one in-process entry
+
+    server_app = ServerApp()
+
+    @server_app.main()
+    def main(grid: Grid, context: Context) -> None:
+        def evaluate_fn(rnd: int, arrays: ArrayRecord):
+            if on_round is not None and rnd > 0:
+                on_round(rnd)
+            return None
+
+        strategy.start(grid=grid, initial_arrays=arrays_to_record(initial_arrays),
+                       num_rounds=rounds, timeout=round_timeout_s,
+                       train_config=ConfigRecord({}), evaluate_fn=evaluate_fn)
+
+    resources = client_resources(num_cpus, num_gpus, participants)
+    # Ray workers inherit the environment: keep each from oversubscribing the cores.
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    backend_config = {
+        "client_resources": resources,
+        "init_args": {"logging_level": logging.ERROR, "log_to_driver": not quiet,
+                      "include_dashboard": False},
+    }
+    flwr_logger = logging.getLogger("flwr")
+    old_level = flwr_logger.level
+    if quiet:
+        flwr_logger.setLevel(logging.ERROR)
+    try:
+        run_simulation(server_app=server_app, client_app=make_client_app(plan_path),
+                       num_supernodes=participants, backend_config=backend_config,
+                       verbose_logging=False)
+    finally:
+        flwr_logger.setLevel(old_level)

@@ -1,0 +1,198 @@
+"""Snapshot store: the contract between training and attacking.
+
+One directory per run. Each snapshot is a safetensors file (no pickle, so reading a run
+directory someone sent you cannot execute code) written atomically (temp file, fsync,
+rename) and recorded in ``index.json`` with its round, participant, role and SHA-256.
+
+Roles:
+- ``global``   the aggregate after a round (participant = None)
+- ``upload``   a participant's reply to the server in a round
+- ``sent``     what the server actually sent to a participant when it differs from the
+               plain global model (active attacks: isolation, gradient ascent)
+- ``received`` what a local attacker recorded receiving (written by the client itself)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import numpy as np
+import torch
+from safetensors.numpy import load as st_load_bytes
+from safetensors.numpy import save as st_save_bytes
+
+from fl_sim.errors import SnapshotError
+
+ROLES = ("global", "upload", "sent", "received")
+INDEX = "index.json"
+
+
+@dataclass(frozen=True)
+class SnapshotEntry:
+    round: int
+    participant: int | None
+    role: str
+    file: str
+    sha256: str
+    bytes: int
+    num_examples: int | None = None
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def _to_numpy(arrays: Mapping[str, object]) -> dict[str, np.ndarray]:
+    out = {}
+    for k, v in arrays.items():
+        if isinstance(v, torch.Tensor):
+            v = v.detach().cpu().numpy()
+        out[k] = np.ascontiguousarray(np.asarray(v))
+    return out
+
+
+def _name(round_: int, participant: int | None, role: str) -> str:
+    who = "server" if participant is None else f"p{participant}"
+    return f"r{round_:04d}-{who}-{role}.safetensors"
+
+
+class SnapshotStore:
+    """Per-run store of model parameter snapshots.
+
+    Parameters are dicts ``name -> array`` (numpy or torch), in the model's state_dict order.
+    Thread-safe within one process; several processes (Ray clients) may each write their own
+    entries because each writer keeps a private index shard (``index.<writer>.json``) that
+    :meth:`entries` merges.
+    """
+
+    def __init__(self, directory: str | Path, writer: str = "server",
+                 keep_rounds: Iterable[int] | None = None):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.writer = writer
+        self.keep_rounds = None if keep_rounds is None else set(keep_rounds)
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------ writing
+    def _shard(self) -> Path:
+        return self.dir / (INDEX if self.writer == "server" else f"index.{self.writer}.json")
+
+    def _read_shard(self, path: Path) -> list[dict]:
+        if not path.exists():
+            return []
+        try:
+            return json.loads(path.read_text())["entries"]
+        except (json.JSONDecodeError, KeyError, OSError) as e:
+            raise SnapshotError(f"snapshot index {path} is corrupt: {e}") from None
+
+    def put(self, round_: int, participant: int | None, role: str,
+            arrays: Mapping[str, object], num_examples: int | None = None,
+            force: bool = False) -> SnapshotEntry | None:
+        """Store one snapshot; returns None when ``round_`` is not among the kept rounds."""
+        if role not in ROLES:
+            raise ValueError(f"unknown snapshot role {role!r}")
+        if not force and self.keep_rounds is not None and round_ not in self.keep_rounds:
+            return None
+        data = st_save_bytes(_to_numpy(arrays))
+        name = _name(round_, participant, role)
+        atomic_write_bytes(self.dir / name, data)
+        entry = SnapshotEntry(round_, participant, role, name,
+                              hashlib.sha256(data).hexdigest(), len(data), num_examples)
+        with self._lock:
+            shard = self._shard()
+            entries = [e for e in self._read_shard(shard) if e["file"] != name]
+            entries.append(asdict(entry))
+            entries.sort(key=lambda e: (e["round"], e["role"], -1 if e["participant"] is None
+                                        else e["participant"]))
+            atomic_write_bytes(shard, json.dumps({"entries": entries}, indent=1).encode())
+        return entry
+
+    def drop_after(self, round_: int) -> None:
+        """Forget every entry of rounds > ``round_`` (used when resuming a killed run)."""
+        for shard in self.dir.glob("index*.json"):
+            entries = self._read_shard(shard)
+            keep = [e for e in entries if e["round"] <= round_]
+            for e in entries:
+                if e["round"] > round_:
+                    (self.dir / e["file"]).unlink(missing_ok=True)
+            atomic_write_bytes(shard, json.dumps({"entries": keep}, indent=1).encode())
+
+    # ------------------------------------------------------------ reading
+    def entries(self) -> list[SnapshotEntry]:
+        out = []
+        for shard in sorted(self.dir.glob("index*.json")):
+            out += [SnapshotEntry(**e) for e in self._read_shard(shard)]
+        return sorted(out, key=lambda e: (e.round, e.role, -1 if e.participant is None
+                                          else e.participant))
+
+    def find(self, round_: int, participant: int | None, role: str) -> SnapshotEntry | None:
+        for e in self.entries():
+            if e.round == round_ and e.participant == participant and e.role == role:
+                return e
+        return None
+
+    def rounds(self, role: str = "global", participant: int | None = None) -> list[int]:
+        return sorted({e.round for e in self.entries()
+                       if e.role == role and (participant is None or e.participant == participant)})
+
+    def get(self, round_: int, participant: int | None, role: str) -> dict[str, np.ndarray]:
+        """Read one snapshot, verifying its checksum. Raises SnapshotError naming the file."""
+        entry = self.find(round_, participant, role)
+        if entry is None:
+            who = "server" if participant is None else f"participant {participant}"
+            raise SnapshotError(f"no {role} snapshot for round {round_}, {who} in {self.dir}")
+        return self._load(entry)
+
+    def _load(self, entry: SnapshotEntry) -> dict[str, np.ndarray]:
+        path = self.dir / entry.file
+        try:
+            data = path.read_bytes()
+        except OSError:
+            raise SnapshotError(f"snapshot file missing: {path}") from None
+        if hashlib.sha256(data).hexdigest() != entry.sha256:
+            raise SnapshotError(f"snapshot file fails its checksum (truncated or altered): {path}")
+        try:
+            return st_load_bytes(data)
+        except Exception as e:  # safetensors raises its own error types
+            raise SnapshotError(f"snapshot file unreadable: {path}: {e}") from None
+
+    def verify(self) -> list[str]:
+        """Check every file against its checksum; returns the problems found (empty: all good)."""
+        problems = []
+        for e in self.entries():
+            try:
+                self._load(e)
+            except SnapshotError as err:
+                problems.append(str(err))
+        return problems
+
+    def size_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.dir.glob("*.safetensors"))
+
+
+def state_dict_from_arrays(arrays: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}

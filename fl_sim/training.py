@@ -1,0 +1,93 @@
+"""Local training and evaluation, shared by Flower clients and stand-alone runs.
+
+Everything that is random here (batch order) is drawn from a seed passed in, so a client
+that runs in any Ray worker, in any order, produces the same parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def as_tensors(x, y) -> tuple[torch.Tensor, torch.Tensor]:
+    """numpy (possibly memory-mapped) or torch → contiguous float32 / int64 tensors."""
+    if not isinstance(x, torch.Tensor):
+        x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    if not isinstance(y, torch.Tensor):
+        y = torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64))
+    return x.float(), y.long()
+
+
+def make_optimizer(model: nn.Module, lr: float, momentum: float = 0.0,
+                   weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum,
+                           weight_decay=weight_decay)
+
+
+def train_epochs(model: nn.Module, x, y, *, epochs: int, batch_size: int, lr: float,
+                 seed: int, momentum: float = 0.0, weight_decay: float = 0.0,
+                 optimizer: torch.optim.Optimizer | None = None) -> float:
+    """Mini-batch SGD for ``epochs`` passes over (x, y); returns the mean loss of the last pass.
+
+    x: (n, *input_shape) float32; y: (n,) int64. Batch order comes from ``seed`` only.
+    """
+    x, y = as_tensors(x, y)
+    n = len(y)
+    opt = optimizer or make_optimizer(model, lr, momentum, weight_decay)
+    gen = torch.Generator().manual_seed(int(seed) & 0x7FFF_FFFF_FFFF_FFFF)
+    loss_fn = nn.CrossEntropyLoss()
+    model.train()
+    last = float("nan")
+    for _ in range(epochs):
+        perm = torch.randperm(n, generator=gen)
+        total, count = 0.0, 0
+        for start in range(0, n, batch_size):
+            idx = perm[start:start + batch_size]
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(x[idx]), y[idx])
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+            count += len(idx)
+        last = total / max(count, 1)
+    return last
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x, y, batch_size: int = 512) -> tuple[float, float]:
+    """Mean cross-entropy (nats) and accuracy (fraction) of ``model`` on (x, y)."""
+    x, y = as_tensors(x, y)
+    was_training = model.training
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    for start in range(0, len(y), batch_size):
+        out = model(x[start:start + batch_size])
+        yy = y[start:start + batch_size]
+        loss_sum += nn.functional.cross_entropy(out, yy, reduction="sum").item()
+        correct += (out.argmax(1) == yy).sum().item()
+    model.train(was_training)
+    n = max(len(y), 1)
+    return loss_sum / n, correct / n
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, x, batch_size: int = 512) -> np.ndarray:
+    """Softmax outputs, (n, num_classes) float32."""
+    x, _ = as_tensors(x, np.zeros(len(x), dtype=np.int64))
+    model.eval()
+    outs = [torch.softmax(model(x[s:s + batch_size]), 1) for s in range(0, len(x), batch_size)]
+    return torch.cat(outs).numpy().astype(np.float32)
+
+
+def get_arrays(model: nn.Module) -> dict[str, np.ndarray]:
+    """The model's state_dict as numpy copies (parameters and buffers, in order)."""
+    return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+
+
+def set_arrays(model: nn.Module, arrays: Mapping[str, np.ndarray]) -> None:
+    state = {k: torch.as_tensor(np.array(v)) for k, v in arrays.items()}
+    model.load_state_dict(state, strict=True)

@@ -1,0 +1,147 @@
+"""The global attacker: a Flower strategy that wraps any other strategy.
+
+Like Flower's DP wrappers, ``GlobalAttacker(inner=FedAvg(...), ...)`` delegates the learning
+algorithm to ``inner`` and adds what a curious or malicious aggregator can do:
+
+- passive: record every participant's upload and the aggregate, each round; change nothing;
+- gradient ascent: at chosen rounds, before sending, move the parameters up the loss of the
+  target records, W <- W + gamma * grad L(W; targets), and send that to every participant;
+- isolating: send the victim only its own previous upload (in round 1, the initial model,
+  which is all anyone has), so the victim trains as if alone. The other participants keep
+  receiving the inner strategy's aggregate of *all* replies, the victim's included: the
+  victim is cut off from the federation, the federation is not cut off from the victim;
+- isolating + gradient ascent: the victim's own previous upload, pushed up the loss.
+
+Whatever is sent that differs from the plain aggregate is recorded with role ``sent``.
+Replies are sorted by participant before aggregation so that a run's numbers do not depend
+on the order in which Ray workers answered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from clients.common import arrays_to_record, record_to_arrays
+from fl_sim.snapshots import SnapshotStore
+
+
+@dataclass
+class AttackerSettings:
+    isolate: bool = False
+    ascent: bool = False
+    victim: int = 0
+    ascent_rounds: set[int] = field(default_factory=set)
+    # (arrays) -> arrays pushed up the target records' loss; None when no ascent is configured
+    ascent_fn: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None
+
+
+class GlobalAttacker(Strategy):
+    """Wrap ``inner``; record uploads/aggregates into ``store``; optionally act.
+
+    ``round_offset`` shifts Flower's round numbers (which restart at 1) when a killed run is
+    resumed from round ``round_offset``.
+    """
+
+    def __init__(self, inner: Strategy, store: SnapshotStore, participants: int,
+                 settings: AttackerSettings | None = None, round_offset: int = 0,
+                 previous_uploads: dict[int, dict[str, np.ndarray]] | None = None,
+                 on_round_end: Callable[[int, dict[str, np.ndarray]], None] | None = None):
+        self.inner = inner
+        self.store = store
+        self.participants = participants
+        self.settings = settings or AttackerSettings()
+        self.round_offset = round_offset
+        self.node_of: dict[int, int] = {}       # partition id -> Flower node id
+        self.last_upload: dict[int, dict[str, np.ndarray]] = dict(previous_uploads or {})
+        self.failures: list[dict] = []
+        self.on_round_end = on_round_end
+
+    def summary(self) -> None:
+        self.inner.summary()
+
+    # ---------------------------------------------------------------- train
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        rnd = server_round + self.round_offset
+        messages = list(self.inner.configure_train(rnd, arrays, config, grid))
+        s = self.settings
+        ascend = s.ascent and rnd in s.ascent_rounds and s.ascent_fn is not None
+        if not (ascend or s.isolate):
+            return messages
+        global_arrays = record_to_arrays(arrays)
+        victim_node = self.node_of.get(s.victim)
+        out = []
+        for msg in messages:
+            is_victim = victim_node is not None and msg.metadata.dst_node_id == victim_node
+            if s.isolate and is_victim and s.victim in self.last_upload:
+                payload = self.last_upload[s.victim]
+            elif ascend and (not s.isolate or is_victim or victim_node is None):
+                payload = global_arrays
+            else:
+                out.append(msg)
+                continue
+            if ascend:
+                payload = s.ascent_fn(payload)
+            pid = s.victim if is_victim else self._partition_of(msg.metadata.dst_node_id)
+            if pid is not None:
+                self.store.put(rnd, pid, "sent", payload)
+            out.append(self._fresh_message(msg, payload))
+        return out
+
+    @staticmethod
+    def _fresh_message(msg: Message, payload: dict[str, np.ndarray]) -> Message:
+        # FedAvg shares one RecordDict across all messages: never edit it, build a new one.
+        content = RecordDict({"arrays": arrays_to_record(payload),
+                              "config": ConfigRecord(dict(msg.content["config"]))})
+        return Message(content=content, message_type=msg.metadata.message_type,
+                       dst_node_id=msg.metadata.dst_node_id)
+
+    def _partition_of(self, node_id: int) -> int | None:
+        for pid, nid in self.node_of.items():
+            if nid == node_id:
+                return pid
+        return None
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        rnd = server_round + self.round_offset
+        replies = list(replies)
+        ok = [m for m in replies if not m.has_error()]
+        ok.sort(key=lambda m: int(m.content["metrics"]["partition-id"]))
+        seen = set()
+        for m in ok:
+            pid = int(m.content["metrics"]["partition-id"])
+            seen.add(pid)
+            self.node_of[pid] = m.metadata.src_node_id
+            upload = record_to_arrays(m.content["arrays"])
+            self.last_upload[pid] = upload
+            self.store.put(rnd, pid, "upload", upload,
+                           num_examples=int(m.content["metrics"]["num-examples"]))
+        for pid in range(self.participants):
+            if pid not in seen:
+                reason = next((m.error.reason for m in replies if m.has_error()
+                               and self.node_of.get(pid) == m.metadata.src_node_id), None)
+                self.failures.append({"round": rnd, "participant": pid,
+                                      "reason": (reason or "no reply").splitlines()[-1][:300]})
+        agg, metrics = self.inner.aggregate_train(rnd, ok + [m for m in replies if m.has_error()])
+        if agg is not None:
+            global_arrays = record_to_arrays(agg)
+            self.store.put(rnd, None, "global", global_arrays, force=True)
+            if self.on_round_end is not None:
+                self.on_round_end(rnd, global_arrays)
+        return agg, metrics
+
+    # ---------------------------------------------------------------- evaluate
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        return self.inner.configure_evaluate(server_round + self.round_offset, arrays, config, grid)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
+                           ) -> MetricRecord | None:
+        return self.inner.aggregate_evaluate(server_round + self.round_offset, replies)
