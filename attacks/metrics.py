@@ -79,7 +79,12 @@ def tpr_at_fpr_interp(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:
     Linear interpolation between two ROC points is achievable by randomizing between
     their thresholds, so this is an attainable (slightly optimistic) operating point.
     """
-    return float(np.interp(target, fpr, tpr))
+    # Several ROC points share an FPR (steps up through members); keep the highest TPR
+    # of each so np.interp sees a strictly increasing abscissa.
+    fu, inv = np.unique(fpr, return_inverse=True)
+    tu = np.full(fu.shape, -np.inf)
+    np.maximum.at(tu, inv, tpr)
+    return float(np.interp(target, fu, tu))
 
 
 def _downsample(fpr: np.ndarray, tpr: np.ndarray, k: int = MAX_ROC_POINTS):

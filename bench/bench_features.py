@@ -4,7 +4,8 @@ Run from the repository root:  python bench/bench_features.py [--threads 2] [--r
 
 For each case (model, gradient layers) it times, interleaved side by side and repeated
 ``--reps`` times, and reports the median records/s of:
-  batched   attacks.features.extract_features (hooks + einsum, one fwd+bwd per chunk)
+  batched   attacks.features.iter_features (hooks + einsum, one fwd+bwd per chunk): all
+            features (logits, loss, label, grads) as numpy, streamed
   vmap      torch.func functional_call + vmap(grad) over the same layers (alternative design)
   loop      one forward + backward per record (model.zero_grad; loss.backward()), the naive way
   loop-min  one forward + torch.autograd.grad w.r.t. the chosen layers only, per record
@@ -16,6 +17,7 @@ Ratios printed are from this one run. Not a test; needs no data (random inputs).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -27,12 +29,15 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run without installing
 
-from attacks.features import extract_features, gradient_layers  # noqa: E402
+from attacks.features import gradient_layers, iter_features  # noqa: E402
 from fl_sim.models import build_model  # noqa: E402
 
 
 def batched(model, x, y, layers, chunk):
-    extract_features(model, x, y, layers=layers, chunk_size=chunk)
+    # Streamed and dropped chunk by chunk, as the other methods drop their results;
+    # extract_features adds one copy into the full-size arrays.
+    for _ in iter_features(model, x, y, layers=layers, chunk_size=chunk):
+        pass
 
 
 def loop(model, x, y, layers, chunk):
@@ -122,15 +127,21 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1)
     scale = 4 if args.quick else 1
-    print(f"torch {torch.__version__}, threads={torch.get_num_threads()}, reps={args.reps}")
+    print(f"torch {torch.__version__}, threads={torch.get_num_threads()}, reps={args.reps}, "
+          f"cpus={os.cpu_count()}, load average at start={os.getloadavg()[0]:.2f}")
     torch.manual_seed(0)
     fc = build_model("fc", (600,), 100)
     torch.manual_seed(0)
     alex = build_model("alexnet", (3, 32, 32), 100)
     run_case("fc 600-1024-512-256-128-100", fc, (600,), 100, "last", 4096 // scale, 256 // scale, args.reps, args.chunk)
-    run_case("fc 600-1024-512-256-128-100", fc, (600,), 100, "all", 2048 // scale, 256 // scale, args.reps, args.chunk)
+    # "all" on fc is 1.3M gradient floats (5 MB) per record: a smaller chunk keeps each
+    # chunk's gradients (~330 MB at 64) from thrashing memory.
+    run_case("fc 600-1024-512-256-128-100", fc, (600,), 100, "all", 1024 // scale, 128 // scale, args.reps,
+             min(args.chunk, 64))
     run_case("alexnet CIFAR 3x32x32, 100 classes", alex, (3, 32, 32), 100, "last", 1024 // scale, 128 // scale,
              args.reps, args.chunk)
+    print(f"\nload average at end={os.getloadavg()[0]:.2f} (other processes skew absolute rates; ratios are "
+          f"interleaved)")
 
 
 if __name__ == "__main__":

@@ -184,7 +184,14 @@ def run_setting(cfg: Config, setting: Setting, data: Data, split: Split, run_dir
     settings = AttackerSettings(isolate=setting.isolate, ascent=setting.global_ascent,
                                 victim=att.target_participant, ascent_rounds=set(epochs),
                                 ascent_fn=ascent_fn)
+    import logging
+
+    flwr_logger = logging.getLogger("flwr")
+    level = flwr_logger.level
+    flwr_logger.setLevel(logging.ERROR)  # FedAvg warns that evaluation is off: it is meant to be
+    # every participant trains every round (the paper's setting); failures are tolerated
     inner = FedAvg(fraction_evaluate=0.0, min_available_nodes=n, min_train_nodes=n)
+    flwr_logger.setLevel(level)
 
     def on_round_end(rnd: int, _arrays) -> None:
         write_json(failures_path, failures + strategy.failures)

@@ -160,6 +160,9 @@ def test_works_under_no_grad_and_with_tensors(fc):
         feats = extract_features(fc, torch.from_numpy(x), torch.from_numpy(y))
     assert feats.grads["classifier.weight"].shape == (4, 5, 8)
     assert np.abs(feats.grads["classifier.weight"]).sum() > 0
+    with torch.inference_mode():
+        again = extract_features(fc, x, y, device="cpu")
+    np.testing.assert_array_equal(again.grads["classifier.weight"], feats.grads["classifier.weight"])
 
 
 def test_no_gradient_layers(fc):

@@ -31,12 +31,36 @@ from fl_sim.errors import ConfigError
 def extract_features(model: nn.Module, x, y, *, layers: str | Sequence[str] = "last",
                      output_layers: Sequence[str] = (), chunk_size: int = 256,
                      device: str | torch.device | None = None) -> FeatureSet:
-    """All features of records (x, y) as one FeatureSet (the concatenation of :func:`iter_features`)."""
-    parts = list(iter_features(model, x, y, layers=layers, output_layers=output_layers,
-                               chunk_size=chunk_size, device=device))
-    if not parts:
+    """All features of records (x, y) as one FeatureSet (the concatenation of :func:`iter_features`).
+
+    Chunks are copied into arrays allocated once for all n records, so peak memory is
+    the result plus one chunk (a list + concatenate would hold the result twice).
+    """
+    n = len(x)
+    result: FeatureSet | None = None
+    start = 0
+    for part in iter_features(model, x, y, layers=layers, output_layers=output_layers,
+                              chunk_size=chunk_size, device=device):
+        if result is None:
+            result = _allocate_like(part, n)
+        rows = slice(start, start + len(part))
+        for key, arr in part.outputs.items():
+            result.outputs[key][rows] = arr
+        for key, arr in part.grads.items():
+            result.grads[key][rows] = arr
+        result.loss[rows] = part.loss
+        result.label[rows] = part.label
+        start += len(part)
+    if result is None:
         raise ValueError("extract_features: no records (x is empty)")
-    return FeatureSet.concat(parts)
+    return result
+
+
+def _allocate_like(part: FeatureSet, n: int) -> FeatureSet:
+    def empty(a: np.ndarray) -> np.ndarray:
+        return np.empty((n, *a.shape[1:]), dtype=np.float32)
+    return FeatureSet(outputs={k: empty(v) for k, v in part.outputs.items()}, loss=empty(part.loss),
+                      label=empty(part.label), grads={k: empty(v) for k, v in part.grads.items()})
 
 
 def iter_features(model: nn.Module, x, y, *, layers: str | Sequence[str] = "last",
@@ -73,9 +97,10 @@ def _as_tensor(a) -> torch.Tensor:
 
 def _chunk_features(model, modules, xb, yb, grad_names, output_names, device) -> FeatureSet:
     """Features of one chunk; all model state changes are undone before returning."""
-    with _prepared(model, [modules[k] for k in grad_names], device) as (dev, dtype):
-        xb = xb.to(dev, dtype)
-        yb = yb.to(dev)
+    # inference_mode(False): a caller's inference_mode would make tensors unusable by autograd.
+    with torch.inference_mode(False), _prepared(model, [modules[k] for k in grad_names], device) as (dev, dtype):
+        xb = _normal(xb.detach().to(dev, dtype))
+        yb = _normal(yb.to(dev))
         inputs: dict[str, list[torch.Tensor]] = {k: [] for k in grad_names}
         outs: dict[str, list[torch.Tensor]] = {k: [] for k in grad_names}
         kept: dict[str, torch.Tensor] = {}
@@ -94,7 +119,8 @@ def _chunk_features(model, modules, xb, yb, grad_names, output_names, device) ->
 
         def out_hook(name):
             def hook(_module, _args, output):
-                kept[name] = output.detach()
+                # clone: an in-place op later in the forward must not change what we keep
+                kept[name] = output.detach().clone()
             return hook
 
         try:
@@ -179,6 +205,11 @@ def _prepared(model: nn.Module, grad_modules: list[nn.Module], device):
             m.training = mode
         if moved:
             model.to(home)
+
+
+def _normal(t: torch.Tensor) -> torch.Tensor:
+    """A tensor autograd may use: inference-mode tensors are copied out."""
+    return t.clone() if t.is_inference() else t
 
 
 def _np(t: torch.Tensor) -> np.ndarray:

@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+
+from fl_sim.errors import SnapshotError
+from fl_sim.snapshots import SnapshotStore
+
+
+def _arrays(v):
+    return {"w": np.full((3, 2), v, np.float32), "b": np.arange(3, dtype=np.float32)}
+
+
+def test_roundtrip_index_and_size(tmp_path):
+    s = SnapshotStore(tmp_path)
+    s.put(1, None, "global", _arrays(1.0))
+    s.put(1, 0, "upload", _arrays(2.0), num_examples=30)
+    assert [(e.round, e.participant, e.role) for e in s.entries()] == [(1, None, "global"),
+                                                                        (1, 0, "upload")]
+    np.testing.assert_array_equal(s.get(1, 0, "upload")["w"], _arrays(2.0)["w"])
+    assert s.find(1, 0, "upload").num_examples == 30
+    assert s.size_bytes() > 0 and s.verify() == []
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_keep_rounds_bounds_disk(tmp_path):
+    s = SnapshotStore(tmp_path, keep_rounds=[2])
+    assert s.put(1, 0, "upload", _arrays(1.0)) is None
+    assert s.put(2, 0, "upload", _arrays(1.0)) is not None
+    assert s.rounds("upload") == [2]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_damaged_file_is_detected_and_named(tmp_path, damage):
+    s = SnapshotStore(tmp_path)
+    e = s.put(3, 1, "upload", _arrays(5.0))
+    path = tmp_path / e.file
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        path.write_bytes(bytes(data[: len(data) // 2]))
+    else:
+        data[-1] ^= 0xFF
+        path.write_bytes(bytes(data))
+    with pytest.raises(SnapshotError) as err:
+        s.get(3, 1, "upload")
+    assert e.file in str(err.value) and "checksum" in str(err.value)
+    assert len(s.verify()) == 1
+
+
+def test_client_shards_merge(tmp_path):
+    SnapshotStore(tmp_path).put(1, None, "global", _arrays(0.0))
+    SnapshotStore(tmp_path, writer="p3").put(2, 3, "received", _arrays(0.0))
+    s = SnapshotStore(tmp_path)
+    assert s.find(2, 3, "received") is not None and s.find(1, None, "global") is not None
+    s.drop_after(1)
+    assert s.find(2, 3, "received") is None
