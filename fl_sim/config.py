@@ -73,6 +73,7 @@ class FederationConfig(_Section):
     keep_rounds: list[int] | Literal["all", "attack"] = "all"  # which rounds' snapshots stay on disk
     finetune_fraction: float = Field(0.4, gt=0, lt=1)  # share of training set that is D_delta
     fail: dict[int, list[int]] = Field(default_factory=dict)  # test-only: round -> participants that raise
+    record_received: bool = False  # every participant records the model it receives (audits)
 
     @field_validator("lr")
     @classmethod

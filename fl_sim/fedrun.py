@@ -148,7 +148,7 @@ def run_setting(cfg: Config, setting: Setting, data: Data, split: Split, run_dir
         local_targets=local_targets(split, attacker) if setting.local_ascent else [],
         # the others react in the round after the push, so push one round before each epoch
         ascent_rounds=sorted({e - 1 for e in epochs if e > 1}) if setting.local_ascent else [],
-        gamma=att.gamma, keep_rounds=keep_rounds(cfg),
+        gamma=att.gamma, keep_rounds=keep_rounds(cfg), record_received=fed.record_received,
         dp=({"noise_multiplier": cfg.defense.noise_multiplier,
              "max_grad_norm": cfg.defense.max_grad_norm} if cfg.defense.name == "dp_sgd" else None),
     )

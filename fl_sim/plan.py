@@ -37,6 +37,7 @@ class ClientPlan:
     ascent_rounds: list[int] = field(default_factory=list)
     gamma: float = 0.0
     keep_rounds: list[int] | None = None
+    record_received: bool = False    # every participant records what it receives (audits)
     # defense: DP-SGD via Opacus on every honest participant
     dp: dict | None = None
 
