@@ -218,8 +218,12 @@ class ConvComponent(nn.Module):
         self.out_dim = sizes[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv(self.norm(x).unsqueeze(1))  # (b, filters, rows, 1)
-        h = self.drop(torch.relu(h)).flatten(1)
+        # A (1, cols) kernel over a one-channel (rows, cols) image is exactly a linear map
+        # of each row; computing it as one matmul is faster than Conv2d on CPU and GPU.
+        # Output (b, rows, filters) -> flatten, same numbers as conv's (b, filters, rows).
+        w = self.conv.weight.flatten(1)  # (filters, cols)
+        h = torch.nn.functional.linear(self.norm(x), w, self.conv.bias)
+        h = self.drop(torch.relu(h)).transpose(1, 2).flatten(1)
         return self.fc(h)
 
 
