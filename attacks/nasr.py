@@ -160,40 +160,62 @@ def _mlp(sizes: Sequence[int], dropout: float = 0.0) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class Standardize(nn.Module):
-    """(x - mean) / std per element, then clipped; statistics are buffers."""
+SCALINGS = ("element", "scalar", "asinh")
 
-    def __init__(self, shape: tuple[int, ...], clip: float):
+
+class Standardize(nn.Module):
+    """Input scaling with statistics stored as buffers (fitted on training data only).
+
+    mode "element": (x - mean) / std per element, then clipped to [-clip, clip].
+    mode "scalar": x / rms over all elements (keeps the geometry, e.g. the norm of a
+        gradient matrix, comparable across records), then clipped.
+    mode "asinh": asinh(x / s), s = median |x| over all training elements: linear for
+        typical values, logarithmic for large ones, so magnitudes spanning decades
+        (members' near-zero gradients vs non-members') stay distinguishable.
+    """
+
+    def __init__(self, shape: tuple[int, ...], clip: float, mode: str = "element"):
         super().__init__()
-        self.clip = clip
-        self.register_buffer("mean", torch.zeros(shape))
-        self.register_buffer("std", torch.ones(shape))
+        if mode not in SCALINGS:
+            raise ValueError(f"scaling must be one of {SCALINGS}, not {mode!r}")
+        self.clip, self.mode = clip, mode
+        stat_shape = shape if mode == "element" else ()
+        self.register_buffer("mean", torch.zeros(stat_shape))
+        self.register_buffer("std", torch.ones(stat_shape))
 
     @torch.no_grad()
     def fit(self, a: np.ndarray) -> None:
         a64 = np.asarray(a, dtype=np.float64)
-        mean = a64.mean(axis=0)
-        std = a64.std(axis=0)
-        # Floor relative to the array's typical spread: an element that was (nearly)
-        # constant in training must not blow up a slightly different test value.
-        rms = float(np.sqrt(np.mean(std**2)))
-        floor = 1e-3 * rms if rms > 0 else 1.0
-        std = np.maximum(std, floor)
-        self.mean.copy_(torch.from_numpy(mean.astype(np.float32)))
-        self.std.copy_(torch.from_numpy(std.astype(np.float32)))
+        if self.mode == "element":
+            mean, std = a64.mean(axis=0), a64.std(axis=0)
+            # Floor relative to the array's typical spread: an element that was (nearly)
+            # constant in training must not blow up a slightly different test value.
+            rms = float(np.sqrt(np.mean(std**2)))
+            std = np.maximum(std, 1e-3 * rms if rms > 0 else 1.0)
+        elif self.mode == "scalar":
+            mean, std = np.zeros(()), np.sqrt(np.mean(a64**2))
+        else:
+            nz = np.abs(a64[a64 != 0])
+            mean, std = np.zeros(()), np.median(nz) if nz.size else 1.0
+        if not np.all(std > 0):
+            std = np.where(std > 0, std, 1.0)
+        self.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.std.copy_(torch.as_tensor(std, dtype=torch.float32))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = (x - self.mean) / self.std
-        # Heavy-tailed gradients: a few huge values would otherwise dominate a batch.
+        if self.mode == "asinh":
+            return torch.asinh(z)
+        # Heavy tails: a few huge values would otherwise dominate a batch.
         return z.clamp(-self.clip, self.clip) if self.clip else z
 
 
 class FCComponent(nn.Module):
     """(b, d) -> (b, out): standardize, then Linear/ReLU d -> 128 -> 64."""
 
-    def __init__(self, d: int, sizes: Sequence[int], clip: float):
+    def __init__(self, d: int, sizes: Sequence[int], clip: float, scaling: str = "element"):
         super().__init__()
-        self.norm = Standardize((d,), clip)
+        self.norm = Standardize((d,), clip, scaling)
         self.net = _mlp([d, *sizes])
         self.out_dim = sizes[-1]
 
@@ -209,9 +231,10 @@ class ConvComponent(nn.Module):
     (filters * rows) and FC -> 128 -> 64.
     """
 
-    def __init__(self, rows: int, cols: int, filters: int, sizes: Sequence[int], dropout: float, clip: float):
+    def __init__(self, rows: int, cols: int, filters: int, sizes: Sequence[int], dropout: float, clip: float,
+                 scaling: str = "element"):
         super().__init__()
-        self.norm = Standardize((rows, cols), clip)
+        self.norm = Standardize((rows, cols), clip, scaling)
         self.conv = nn.Conv2d(1, filters, kernel_size=(1, cols))
         self.drop = nn.Dropout(dropout)
         self.fc = _mlp([filters * rows, *sizes])
@@ -247,15 +270,17 @@ class NasrAttackNet(nn.Module):
         encoder_sizes: Sequence[int] = (256, 128, 64),
         encoder_dropout: float = 0.0,
         clip: float = 10.0,
+        grad_scaling: str = "element",
     ):
         super().__init__()
         self.specs = list(specs)
         comps = []
         for s in self.specs:
+            scaling = grad_scaling if "|grad|" in s.key else "element"
             if s.kind == "fc":
-                comps.append(FCComponent(s.shape[0], fc_sizes, clip))
+                comps.append(FCComponent(s.shape[0], fc_sizes, clip, scaling))
             else:
-                comps.append(ConvComponent(*s.shape, conv_filters, fc_sizes, conv_dropout, clip))
+                comps.append(ConvComponent(*s.shape, conv_filters, fc_sizes, conv_dropout, clip, scaling))
         self.components = nn.ModuleList(comps)
         width = sum(c.out_dim for c in comps)
         self.encoder = nn.Sequential(_mlp([width, *encoder_sizes], encoder_dropout), nn.Linear(encoder_sizes[-1], 1))

@@ -65,6 +65,7 @@ class NasrAttack:
         fc_sizes: Sequence[int] = (128, 64),
         encoder_sizes: Sequence[int] = (256, 128, 64),
         conv_dropout: float = 0.2,
+        grad_scaling: str = "element",
         lr: float = 1e-4,
         weight_decay: float = 0.0,
         epochs: int = 200,
@@ -79,6 +80,7 @@ class NasrAttack:
         self.use_outputs, self.use_loss, self.use_label, self.use_grads = use_outputs, use_loss, use_label, use_grads
         self.conv_filters = conv_filters
         self.fc_sizes, self.encoder_sizes, self.conv_dropout = tuple(fc_sizes), tuple(encoder_sizes), conv_dropout
+        self.grad_scaling = grad_scaling
         self.lr, self.weight_decay = lr, weight_decay
         self.epochs, self.batch_size, self.val_fraction, self.patience = epochs, batch_size, val_fraction, patience
         self.seed, self.device = seed, device
@@ -111,7 +113,7 @@ class NasrAttack:
         with seeded_rng(self.seed, dev):
             net = NasrAttackNet(
                 self.specs_, fc_sizes=self.fc_sizes, conv_filters=self.conv_filters,
-                conv_dropout=self.conv_dropout, encoder_sizes=self.encoder_sizes,
+                conv_dropout=self.conv_dropout, encoder_sizes=self.encoder_sizes, grad_scaling=self.grad_scaling,
             )
             # Normalization statistics from the training part only: the validation part
             # stays an honest stand-in for unseen records.

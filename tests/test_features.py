@@ -140,13 +140,19 @@ def test_chunked_equals_unchunked_and_model_untouched(alexnet):
     alexnet.train()
     before = {k: v.clone() for k, v in alexnet.state_dict().items()}
     flags = [p.requires_grad for p in alexnet.parameters()]
-    whole = extract_features(alexnet, x, y, layers="all", chunk_size=64)
-    parts = list(iter_features(alexnet, x, y, layers="all", chunk_size=4))
+    whole = extract_features(alexnet, x, y, layers="all", chunk_size=64, output_layers=["features.7"])
+    parts = list(iter_features(alexnet, x, y, layers="all", chunk_size=4, output_layers=["features.7"]))
     assert [len(p) for p in parts] == [4, 4, 3]
-    chunked = FeatureSet.concat(parts)
-    for k in whole.grads:
-        np.testing.assert_allclose(chunked.grads[k], whole.grads[k], rtol=0, atol=1e-6)
-    np.testing.assert_allclose(chunked.loss, whole.loss, rtol=0, atol=1e-6)
+    # extract_features writes later chunks into preallocated arrays: a separate code path
+    stored = extract_features(alexnet, x, y, layers="all", chunk_size=4, output_layers=["features.7"])
+    for chunked in (FeatureSet.concat(parts), stored):
+        assert chunked.grads.keys() == whole.grads.keys() and chunked.outputs.keys() == whole.outputs.keys()
+        for k in whole.grads:
+            np.testing.assert_allclose(chunked.grads[k], whole.grads[k], rtol=0, atol=1e-6)
+        for k in whole.outputs:
+            np.testing.assert_allclose(chunked.outputs[k], whole.outputs[k], rtol=0, atol=1e-6)
+        np.testing.assert_allclose(chunked.loss, whole.loss, rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(chunked.label, whole.label)
     after = alexnet.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert all(p.grad is None for p in alexnet.parameters())

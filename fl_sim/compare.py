@@ -1,0 +1,102 @@
+"""``fl-sim compare``: passive against active attacks over several seeds (Table X layout).
+
+Each seed is one ``fl-sim run`` into ``<out>/seed-<k>/``: the passive attacks of a seed share
+its one passive federated run; each active attack trains its own federation (active attacks
+change training). The table reports mean ± std over seeds.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fl_sim.config import Config
+from fl_sim.errors import FlSimError
+from fl_sim.experiment import check_names, run_experiment
+from fl_sim.fedrun import SETTING_OF_ATTACK
+from fl_sim.rundir import prepare_run_dir, write_json
+from fl_sim.snapshots import atomic_write_bytes
+
+
+def _ms(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
+    v = np.asarray(values, dtype=float) * scale
+    if len(v) == 0:
+        return "n/a"
+    return f"{v.mean():.{digits}f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.{digits}f}"
+
+
+def _mean(v) -> str:
+    return f"{np.mean(v):.4f}" if len(v) else ""
+
+
+def _std(v) -> str:
+    return f"{np.std(v, ddof=1):.4f}" if len(v) > 1 else ("0.0000" if len(v) else "")
+
+
+def tabulate(per_seed: list[dict], attacks: list[str]) -> tuple[str, list[list[str]]]:
+    """Markdown and CSV rows from the seeds' results.json dicts."""
+    first = per_seed[0]
+    label = f"{first.get('dataset_display_name', first['dataset'])}, {first['model']}"
+    md = [f"Attack accuracy %, mean ± std over {len(per_seed)} seeds (Table X layout).", "",
+          "| data, model | " + " | ".join(attacks) + " |",
+          "|---|" + "---|" * len(attacks)]
+
+    def metric(name, fn):
+        vals = []
+        for r in per_seed:
+            for a in r["attacks"]:
+                if a["name"] == name and "accuracy" in a:
+                    vals.append(fn(a))
+        return vals
+
+    md.append(f"| {label} | " + " | ".join(_ms(metric(a, lambda x: x["accuracy"]))
+                                          for a in attacks) + " |")
+    md += ["", "| attack | accuracy % | AUC | TPR@1%FPR % | target train acc % | "
+           "target test acc % | seeds |", "|---|---|---|---|---|---|---|"]
+    rows = [["dataset", "model", "attack", "accuracy_mean", "accuracy_std", "auc_mean", "auc_std",
+             "tpr_at_1pct_fpr_mean", "tpr_at_1pct_fpr_std", "target_train_acc_mean",
+             "target_test_acc_mean", "target_test_acc_std", "seeds"]]
+    for a in attacks:
+        acc = metric(a, lambda x: x["accuracy"])
+        auc = metric(a, lambda x: x["auc"])
+        tpr = metric(a, lambda x: x["tpr_at_fpr"]["0.01"])
+        setting = SETTING_OF_ATTACK.get(a, "passive")
+        tr = [r["settings"][setting]["train_acc"] for r in per_seed if setting in r["settings"]]
+        te = [r["settings"][setting]["test_acc"] for r in per_seed if setting in r["settings"]]
+        md.append(f"| {a} | {_ms(acc)} | {_ms(auc, 1, 3)} | {_ms(tpr)} | {_ms(tr)} | "
+                  f"{_ms(te)} | {len(acc)} |")
+        rows.append([first["dataset"], first["model"], a, _mean(acc), _std(acc), _mean(auc),
+                     _std(auc), _mean(tpr), _std(tpr), _mean(tr), _mean(te), _std(te),
+                     str(len(acc))])
+    return "\n".join(md), rows
+
+
+def run_compare(cfg: Config, seeds: int, out: str | Path | None, *, overwrite: bool = False,
+                progress: bool = True) -> Path:
+    check_names(cfg)
+    if cfg.federation.mode != "federated":
+        raise FlSimError("compare: federation.mode must be 'federated'")
+    out = Path(out or f"runs/compare-{time.strftime('%Y%m%d-%H%M%S')}-{cfg.data.name}-"
+                      f"{cfg.model.name}")
+    prepare_run_dir(out, overwrite=overwrite)
+    t0 = time.time()
+    per_seed = []
+    for k in range(seeds):
+        seed_cfg = cfg.model_copy(deep=True)
+        seed_cfg.seed = cfg.seed + k
+        per_seed.append(run_experiment(seed_cfg, out / f"seed-{cfg.seed + k}",
+                                       progress=progress))
+    md, rows = tabulate(per_seed, list(cfg.attack.names))
+    wall = time.time() - t0
+    md += f"\n\nWall time: {wall:.0f} s for {seeds} seeds.\n"
+    atomic_write_bytes(out / "table.md", md.encode())
+    buf = io.StringIO()
+    csv.writer(buf).writerows(rows)
+    atomic_write_bytes(out / "table.csv", buf.getvalue().encode())
+    write_json(out / "compare.json", {"seeds": [r["seed"] for r in per_seed], "wall_s": wall,
+                                      "attacks": cfg.attack.names})
+    return out

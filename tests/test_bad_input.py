@@ -1,0 +1,89 @@
+"""Malformed input: one line on stderr naming the problem, exit status 2, no traceback,
+and no run directory that looks complete."""
+
+import gzip
+import os
+import stat
+
+import pytest
+
+from fl_sim.cli import main
+
+
+def _write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def _cases(tmp):
+    bad_yaml = _write(tmp / "bad.yaml", "federation: {rounds: 3\n")
+    unknown_key = _write(tmp / "unknown.yaml", "federation:\n  roundz: 3\n")
+    not_mapping = _write(tmp / "list.yaml", "- 1\n- 2\n")
+    loc = tmp / "data" / "location30"
+    _write(loc / "bangkok", '"1",' + ",".join(["0"] * 446) + "\n" + '"2",0,1\n')  # truncated row
+    fm = tmp / "fmdata" / "FashionMNIST" / "raw"
+    fm.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                 "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        with gzip.open(fm / name, "wb") as f:
+            f.write(b"not an idx file")  # wrong format
+    ro = tmp / "readonly"
+    ro.mkdir()
+    os.chmod(ro, stat.S_IRUSR | stat.S_IXUSR)
+    return [
+        (["run", "--set", "data.name=imagenet"], "data.name"),
+        (["run", "--set", "model.name=vgg99"], "model.name"),
+        (["run", "--set", "attack.names=[telepathy]"], "telepathy"),
+        (["run", "--set", "defense.name=prayer"], "defense.name"),
+        (["run", "--set", "federation.rounds=0"], "federation.rounds"),
+        (["run", "--set", "federation.participants=-2"], "federation.participants"),
+        (["run", "--set", "attack.target_participant=4"], "target_participant"),
+        (["run", "--set", "attack.epochs=[31]"], "attack.epochs"),
+        (["run", "--set", "attack.gamma=.inf"], "attack.gamma"),
+        (["run", "--set", "attack.known_fraction=0"], "attack.known_fraction"),
+        (["run", "--set", "federation.finetune_fraction=1.0"], "finetune_fraction"),
+        (["run", "--set", "data.name=location30", "--set", f"data.root={tmp / 'none'}"],
+         "location30"),
+        (["run", "--set", "data.name=location30", "--set", f"data.root={tmp / 'data'}"],
+         "location30"),
+        (["run", "--set", "data.name=fmnist", "--set", f"data.root={tmp / 'fmdata'}"],
+         "fmnist"),
+        (["run", str(bad_yaml)], "does not parse"),
+        (["run", str(unknown_key)], "unknown key"),
+        (["run", str(not_mapping)], "mapping"),
+        (["run", str(tmp / "missing.yaml")], "not found"),
+        (["run", "--set", "federation.rounds=[1,"], "federation.rounds"),
+        (["run", "--set", "=3"], "malformed key"),
+        (["run", "--set", "federation.rounds"], "key=value"),
+        (["run", "--out", str(ro / "sub")], "not writable"),
+        (["run", "--bogus-flag"], "unrecognized"),
+        (["validate", str(unknown_key)], "unknown key"),
+        (["attack", str(tmp / "no-run")], "not a complete run"),
+        (["compare", "--attacks", "global_passive", "--seeds", "0"], "--seeds"),
+        (["run", "--resume", str(tmp / "no-run")], "not a run directory"),
+    ]
+
+
+def test_each_malformed_input_is_one_clear_line(tmp_path, capsys):
+    if os.geteuid() == 0:
+        pass  # root ignores directory permissions: the read-only case is checked below
+    cases = _cases(tmp_path)
+    assert len(cases) >= 15
+    for argv, fragment in cases:
+        out = tmp_path / "out" / str(abs(hash(tuple(argv))))
+        if "--out" not in argv and argv[0] == "run" and "--resume" not in argv:
+            argv = argv + ["--out", str(out)]
+        if "not writable" in fragment and os.geteuid() == 0:
+            continue
+        try:
+            code = main(argv)
+        except SystemExit as e:  # argparse errors
+            code = e.code
+        err = capsys.readouterr().err
+        lines = err.strip().splitlines()
+        assert code == 2, (argv, err)
+        assert len(lines) == 1, (argv, err)
+        assert fragment in lines[0], (argv, lines[0])
+        assert "Traceback" not in err
+        assert not (out / "results.json").exists()
