@@ -45,21 +45,26 @@ def stored(model, x, y, layers, chunk):
     extract_features(model, x, y, layers=layers, chunk_size=chunk)
 
 
+def _chosen_params(model, layers):
+    modules = dict(model.named_modules())
+    return [p for name in gradient_layers(model, layers) for p in modules[name].parameters(recurse=False)]
+
+
 def loop(model, x, y, layers, chunk):
     model.eval()
+    chosen = _chosen_params(model, layers)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     for i in range(len(x)):
         model.zero_grad(set_to_none=True)
         out = model(xt[i:i + 1])
-        F.cross_entropy(out, yt[i:i + 1]).backward()
-        _ = [p.grad.clone() for p in model.parameters()]  # keep every grad (what "all" needs)
+        F.cross_entropy(out, yt[i:i + 1]).backward()  # full backward, as in training code
+        _ = [p.grad.clone() for p in chosen]  # keep the chosen layers' gradients
     model.zero_grad(set_to_none=True)
 
 
 def loop_min(model, x, y, layers, chunk):
     model.eval()
-    modules = dict(model.named_modules())
-    params = [p for name in gradient_layers(model, layers) for p in modules[name].parameters(recurse=False)]
+    params = _chosen_params(model, layers)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     for i in range(len(x)):
         out = model(xt[i:i + 1])

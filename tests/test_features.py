@@ -23,7 +23,7 @@ def naive_features(model: nn.Module, x: np.ndarray, y: np.ndarray, layer_names: 
     logits, losses, grads = [], [], {}
     for i in range(len(x)):
         model.zero_grad(set_to_none=True)
-        out = model(torch.from_numpy(x[i:i + 1]))
+        out = model(torch.from_numpy(x[i:i + 1]).to(next(model.parameters()).dtype))
         loss = F.cross_entropy(out, torch.from_numpy(y[i:i + 1]))
         loss.backward()
         logits.append(out.detach().numpy()[0])
@@ -158,6 +158,13 @@ def test_chunked_equals_unchunked_and_model_untouched(alexnet):
     assert all(p.grad is None for p in alexnet.parameters())
     assert [p.requires_grad for p in alexnet.parameters()] == flags
     assert alexnet.training
+
+
+def test_float64_model_uses_the_copy_path(fc):
+    # gradients are computed in float64 and copied into float32 arrays afterwards
+    x, y = data(7, (20,), 5)
+    assert_matches_naive(fc.double(), x, y, "all", chunk_size=3)
+    assert all(p.dtype == torch.float64 for p in fc.parameters())
 
 
 def test_works_under_no_grad_and_with_tensors(fc):

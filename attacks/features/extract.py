@@ -78,6 +78,17 @@ def extract_features(model: nn.Module, x, y, *, layers: str | Sequence[str] = "l
     return result
 
 
+def _empty_grads(modules, grad_names, n: int) -> dict[str, np.ndarray]:
+    """Uninitialised float32 arrays for every chosen parameter's per-example gradient."""
+    sink = {}
+    for name in grad_names:
+        prefix = f"{name}." if name else ""
+        for k, p in modules[name].named_parameters(recurse=False):
+            shape = (n, p.shape[0], p[0].numel()) if k == "weight" else (n, *p.shape)
+            sink[prefix + k] = np.empty(shape, dtype=np.float32)
+    return sink
+
+
 def _allocate_like(part: FeatureSet, n: int) -> FeatureSet:
     def empty(a: np.ndarray) -> np.ndarray:
         return np.empty((n, *a.shape[1:]), dtype=np.float32)
@@ -132,6 +143,10 @@ class _Plan:
                 loss = F.cross_entropy(logits, yb, reduction="none")
                 if dev.type != "cpu" or dtype != torch.float32:
                     sink = None  # the arrays are CPU float32 numpy: compute elsewhere, copy after
+                elif sink is None:
+                    # numpy asks the kernel for huge pages on large arrays (torch's allocator
+                    # does not), so filling a fresh numpy buffer page-faults far less.
+                    sink = _empty_grads(modules, grad_names, len(xb))
                 grads = _per_example_grads(modules, grad_names, capture, loss, sink) if grad_names else {}
             outputs = {"logits": _np(logits)}
             outputs.update({k: _np(capture.kept[k].reshape(len(xb), -1)) for k in self.output_names})
