@@ -14,9 +14,11 @@ All component outputs, of all snapshots, are concatenated into one encoder
 (256 -> 128 -> 64 -> 1). The network returns the pre-sigmoid logit; callers apply the
 sigmoid (``BCEWithLogitsLoss`` during training is the numerically stable equivalent).
 
-Inputs are standardized per element (mean/std fitted on the attacker's training
-knowledge only, stored as buffers so they travel with the weights): raw gradients are
-orders of magnitude below outputs and would otherwise be invisible to the optimizer.
+Inputs are rescaled inside the network (statistics fitted on the attacker's training
+knowledge only, stored as buffers so they travel with the weights): outputs, loss and
+label per element standardized; gradients by default asinh(g / median|g|), because raw
+gradients are orders of magnitude below outputs and members' and non-members' gradients
+differ by decades (see :class:`Standardize`).
 """
 
 from __future__ import annotations
@@ -257,7 +259,8 @@ class NasrAttackNet(nn.Module):
     fc_sizes: widths of every component (paper 128, 64).
     conv_filters: filters of each gradient convolution (paper 1000).
     encoder_sizes: hidden widths of the encoder before its scalar output (paper 256,
-    128, 64). ``forward`` returns (b,) logits; sigmoid(logit) = P(member).
+    128, 64). grad_scaling: :class:`Standardize` mode for gradient inputs.
+    ``forward`` returns (b,) logits; sigmoid(logit) = P(member).
     """
 
     def __init__(
@@ -270,7 +273,7 @@ class NasrAttackNet(nn.Module):
         encoder_sizes: Sequence[int] = (256, 128, 64),
         encoder_dropout: float = 0.0,
         clip: float = 10.0,
-        grad_scaling: str = "element",
+        grad_scaling: str = "asinh",
     ):
         super().__init__()
         self.specs = list(specs)

@@ -43,9 +43,17 @@ class NasrAttack:
 
     Feature choice: ``layers`` (gradient modules/params; None = every gradient in the
     FeatureSets), ``output_layers`` (None = every output present), ``use_*`` flags.
-    Model: ``conv_filters`` (paper 1000; 100 keeps CPU runs fast), ``fc_sizes``,
-    ``encoder_sizes``. Training: Adam(``lr``, paper 1e-4), up to ``epochs`` epochs,
-    early stopping after ``patience`` epochs without a lower validation loss.
+    Model: ``conv_filters`` (paper 1000), ``fc_sizes``, ``encoder_sizes``,
+    ``conv_dropout``, ``encoder_dropout``, ``grad_scaling`` (how gradient inputs are
+    scaled, see :class:`attacks.nasr.Standardize`). Training: Adam(``lr``, paper 1e-4,
+    L2 ``weight_decay``), up to ``epochs`` epochs, early stopping after ``patience``
+    epochs without a lower validation loss; the best epoch's weights are kept.
+
+    Defaults were chosen on synthetic 100-class features with ~1000 known records:
+    the gradient component overfits such small knowledge sets fast (AUC 0.77 with 100
+    filters vs 0.82 with 32, loss-only 0.83), and asinh scaling of gradients was
+    slightly better than per-element standardization. With tens of thousands of known
+    records, as in the paper, more filters pay off.
 
     After ``fit``: ``threshold_`` (on score scale, chosen on the validation part),
     ``train_idx_`` / ``val_idx_`` (positions within the known data), ``best_epoch_``,
@@ -61,17 +69,18 @@ class NasrAttack:
         use_loss: bool = True,
         use_label: bool = True,
         use_grads: bool = True,
-        conv_filters: int = 100,
+        conv_filters: int = 32,
         fc_sizes: Sequence[int] = (128, 64),
         encoder_sizes: Sequence[int] = (256, 128, 64),
         conv_dropout: float = 0.2,
-        grad_scaling: str = "element",
+        encoder_dropout: float = 0.0,
+        grad_scaling: str = "asinh",
         lr: float = 1e-4,
         weight_decay: float = 0.0,
         epochs: int = 200,
         batch_size: int = 64,
         val_fraction: float = 0.2,
-        patience: int = 20,
+        patience: int = 10,
         seed: int = 0,
         device: str = "cpu",
     ):
@@ -80,7 +89,7 @@ class NasrAttack:
         self.use_outputs, self.use_loss, self.use_label, self.use_grads = use_outputs, use_loss, use_label, use_grads
         self.conv_filters = conv_filters
         self.fc_sizes, self.encoder_sizes, self.conv_dropout = tuple(fc_sizes), tuple(encoder_sizes), conv_dropout
-        self.grad_scaling = grad_scaling
+        self.grad_scaling, self.encoder_dropout = grad_scaling, encoder_dropout
         self.lr, self.weight_decay = lr, weight_decay
         self.epochs, self.batch_size, self.val_fraction, self.patience = epochs, batch_size, val_fraction, patience
         self.seed, self.device = seed, device
@@ -114,6 +123,7 @@ class NasrAttack:
             net = NasrAttackNet(
                 self.specs_, fc_sizes=self.fc_sizes, conv_filters=self.conv_filters,
                 conv_dropout=self.conv_dropout, encoder_sizes=self.encoder_sizes, grad_scaling=self.grad_scaling,
+                encoder_dropout=self.encoder_dropout,
             )
             # Normalization statistics from the training part only: the validation part
             # stays an honest stand-in for unseen records.

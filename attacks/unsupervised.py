@@ -101,7 +101,8 @@ class UnsupervisedAttack:
         use_loss: bool = True,
         use_label: bool = True,
         use_grads: bool = True,
-        conv_filters: int = 100,
+        conv_filters: int = 32,
+        grad_scaling: str = "asinh",
         fc_sizes: Sequence[int] = (128, 64),
         encoder_sizes: Sequence[int] = (256, 128, 64),
         decoder_sizes: Sequence[int] = (64, 128),
@@ -118,7 +119,7 @@ class UnsupervisedAttack:
         self.layers = None if layers is None else list(layers)
         self.output_layers = None if output_layers is None else list(output_layers)
         self.use_outputs, self.use_loss, self.use_label, self.use_grads = use_outputs, use_loss, use_label, use_grads
-        self.conv_filters = conv_filters
+        self.conv_filters, self.grad_scaling = conv_filters, grad_scaling
         self.fc_sizes, self.encoder_sizes, self.decoder_sizes = tuple(fc_sizes), tuple(encoder_sizes), tuple(decoder_sizes)
         self.lr, self.epochs, self.batch_size = lr, epochs, batch_size
         self.val_fraction, self.patience = val_fraction, patience
@@ -152,7 +153,7 @@ class UnsupervisedAttack:
 
         with seeded_rng(self.seed, dev):
             enc = NasrAttackNet(self.specs_, fc_sizes=self.fc_sizes, conv_filters=self.conv_filters,
-                                encoder_sizes=self.encoder_sizes)
+                                encoder_sizes=self.encoder_sizes, grad_scaling=self.grad_scaling)
             enc.fit_normalization({k: a[tr] for k, a in arrays.items()})
             net = _AutoEncoder(enc, target.shape[1], self.decoder_sizes).to(dev)
             opt = torch.optim.Adam(net.parameters(), lr=self.lr)

@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--seeds", type=int, default=3)
     c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     c.add_argument("--out", required=False)
+    c.add_argument("--epoch-sets", action="append", default=[], metavar="LIST",
+                   help="also re-attack each seed with these epochs, e.g. 10,20,30 "
+                        "(repeat; tabulated in table_epochs.md, Table XII)")
     c.add_argument("--overwrite", action="store_true")
     c.add_argument("--no-progress", action="store_true")
 
@@ -91,6 +94,16 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def _epoch_list(text: str) -> list[int]:
+    try:
+        epochs = [int(e) for e in text.split(",") if e.strip()]
+    except ValueError:
+        raise FlSimError(f"epochs {text!r}: expected comma-separated round numbers") from None
+    if not epochs:
+        raise FlSimError(f"epochs {text!r}: empty")
+    return epochs
+
+
 def _cmd_compare(args) -> int:
     from fl_sim.compare import run_compare
     from fl_sim.config import load_config
@@ -99,9 +112,16 @@ def _cmd_compare(args) -> int:
     cfg = load_config(args.config, args.overrides + [f"attack.names={json.dumps(names)}"])
     if args.seeds < 1:
         raise FlSimError(f"--seeds {args.seeds}: must be at least 1")
+    epoch_sets = [_epoch_list(es) for es in args.epoch_sets]
+    for es in epoch_sets:
+        bad = [e for e in es if not 1 <= e <= cfg.federation.rounds]
+        if bad:
+            raise FlSimError(f"--epoch-sets: rounds {bad} outside 1..{cfg.federation.rounds}")
     out = run_compare(cfg, args.seeds, args.out, overwrite=args.overwrite,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, epoch_sets=epoch_sets)
     print((out / "table.md").read_text())
+    if epoch_sets:
+        print((out / "table_epochs.md").read_text())
     print(f"written: {out / 'table.md'}, {out / 'table.csv'}")
     return 0
 
@@ -115,12 +135,7 @@ def _cmd_attack(args) -> int:
     for es in epoch_sets:
         overrides = list(args.overrides)
         if es is not None:
-            try:
-                epochs = [int(e) for e in es.split(",") if e.strip()]
-            except ValueError:
-                raise FlSimError(f"--epochs {es!r}: expected comma-separated round numbers") \
-                    from None
-            overrides.append(f"attack.epochs={json.dumps(epochs)}")
+            overrides.append(f"attack.epochs={json.dumps(_epoch_list(es))}")
         rows.append(reattack(args.run_dir, overrides))
     text = reattack_table(rows)
     print(text)

@@ -75,8 +75,31 @@ def tabulate(per_seed: list[dict], attacks: list[str]) -> tuple[str, list[list[s
     return "\n".join(md), rows
 
 
+def epochs_table(rows: list[dict]) -> str:
+    """Table XII: attack accuracy by the epochs observed, mean ± std over seeds.
+
+    rows: one dict per (seed, epoch set) with keys epochs (list) and attacks (list of dicts).
+    """
+    by: dict[tuple, dict[str, list]] = {}
+    for r in rows:
+        for a in r["attacks"]:
+            if "accuracy" in a:
+                by.setdefault(tuple(r["epochs"]), {}).setdefault(a["name"], []).append(a)
+    names = sorted({n for d in by.values() for n in d})
+    md = ["Attack accuracy % (AUC) by observed epochs, mean ± std over seeds (Table XII layout).",
+          "", "| epochs | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for epochs, d in by.items():
+        cells = []
+        for n in names:
+            v = d.get(n, [])
+            cells.append(f"{_ms([a['accuracy'] for a in v])} ({_ms([a['auc'] for a in v], 1, 3)})"
+                         if v else "n/a")
+        md.append(f"| {','.join(map(str, epochs))} | " + " | ".join(cells) + " |")
+    return "\n".join(md)
+
+
 def run_compare(cfg: Config, seeds: int, out: str | Path | None, *, overwrite: bool = False,
-                progress: bool = True) -> Path:
+                progress: bool = True, epoch_sets: list[list[int]] | None = None) -> Path:
     check_names(cfg)
     if cfg.federation.mode != "federated":
         raise FlSimError("compare: federation.mode must be 'federated'")
@@ -97,6 +120,15 @@ def run_compare(cfg: Config, seeds: int, out: str | Path | None, *, overwrite: b
     buf = io.StringIO()
     csv.writer(buf).writerows(rows)
     atomic_write_bytes(out / "table.csv", buf.getvalue().encode())
+    if epoch_sets:
+        from fl_sim.experiment import reattack
+
+        rows = []
+        for r in per_seed:
+            for es in epoch_sets:
+                rows.append(reattack(out / f"seed-{r['seed']}",
+                                     [f"attack.epochs={list(es)}"], echo=lambda *a: None))
+        atomic_write_bytes(out / "table_epochs.md", (epochs_table(rows) + "\n").encode())
     write_json(out / "compare.json", {"seeds": [r["seed"] for r in per_seed], "wall_s": wall,
                                       "attacks": cfg.attack.names})
     return out

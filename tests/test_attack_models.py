@@ -141,6 +141,11 @@ def test_nasr_feature_choice():
     assert a.score(kf).shape == (120,)
     with pytest.raises(ValueError, match="no gradients"):
         NasrAttack(layers=["conv1"], **opts).fit(kf, km)
+    for scaling in ("element", "scalar", "asinh"):
+        a = NasrAttack(grad_scaling=scaling, **opts).fit(kf, km)
+        assert np.all(np.isfinite(a.score(kf)))
+    with pytest.raises(ValueError, match="scaling"):
+        NasrAttack(grad_scaling="minmax", **opts).fit(kf, km)
 
 
 def test_nasr_net_paper_shapes():
@@ -152,6 +157,11 @@ def test_nasr_net_paper_shapes():
     assert [m.out_features for m in net.encoder if isinstance(m, torch.nn.Linear)] == [1]
     out = net({k: torch.from_numpy(v) for k, v in arrays.items()})
     assert out.shape == (8,)
+    # The row-kernel convolution is computed as a matmul; it must equal Conv2d exactly.
+    conv.eval()
+    g = torch.from_numpy(arrays["s0|grad|fc.weight"])
+    via_conv = conv.fc(torch.relu(conv.conv(conv.norm(g).unsqueeze(1))).flatten(1))
+    torch.testing.assert_close(conv(g), via_conv, rtol=1e-4, atol=1e-5)
 
 
 def test_unsupervised_strong_signal():

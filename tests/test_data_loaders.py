@@ -96,7 +96,11 @@ def test_location30_both_layouts(root, tgz):
     np.testing.assert_array_equal(ds.x, x.astype(np.float32))
     np.testing.assert_array_equal(ds.y, y)  # quoted "1".."30" → 0..29
     assert ds.display_name == "Location-30"
-    assert len(load_dataset("location30", root, subset=7)) == 7
+    sub = load_dataset("location30", root, subset=7)
+    np.testing.assert_array_equal(sub.y, y[:7])
+    # clients re-open arrays by file name: the file must hold exactly this subset
+    assert np.load(sub.x.filename, mmap_mode="r").shape == (7, 446)
+    assert np.load(sub.y.filename, mmap_mode="r").tolist() == y[:7].tolist()
 
 
 @pytest.mark.parametrize("tgz", [False, True])

@@ -218,3 +218,21 @@ def test_featureset_helpers(fc):
     assert len(feats.subset(2)) == 1
     back = FeatureSet.concat([feats.subset(slice(0, 2)), feats.subset(slice(2, 6))])
     np.testing.assert_array_equal(back.outputs["logits"], feats.outputs["logits"])
+
+
+class ModifiesInputInPlace(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = x * 2
+        out = self.lin(h)
+        h.mul_(3)  # rewrites the activation the weight gradient depends on
+        return out + h.sum(1, keepdim=True)
+
+
+def test_in_place_change_of_layer_input_is_refused():
+    x, y = data(3, (4,), 3)
+    with pytest.raises(RuntimeError, match="modified in place"):
+        extract_features(ModifiesInputInPlace(), x, y)

@@ -53,7 +53,8 @@ def gradient_layers(model: nn.Module, spec: str | Sequence[str] = "last") -> lis
     modules = dict(model.named_modules())
     for name in names:
         if name not in modules:
-            raise ConfigError(f"gradient layer {name!r} is not a module of the model; supported: {', '.join(supported)}")
+            raise ConfigError(f"gradient layer {name!r} is not a module of the model; "
+                              f"supported: {', '.join(supported)}")
         if sampler_for(modules[name]) is None:
             raise ConfigError(f"gradient layer {name!r} is a {type(modules[name]).__name__}; "
                               f"only nn.Linear and nn.Conv2d are supported")
