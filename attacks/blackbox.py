@@ -64,7 +64,8 @@ class ShadowModelAttack:
         if n_shadows < 1:
             raise ValueError("n_shadows must be at least 1")
         self.train_fn, self.predict_fn = train_fn, predict_fn
-        self.n_shadows, self.top_k, self.per_class, self.hidden, self.seed = n_shadows, top_k, per_class, tuple(hidden), seed
+        self.n_shadows, self.top_k, self.per_class = n_shadows, top_k, per_class
+        self.hidden, self.seed = tuple(hidden), seed
 
     def _classifier(self, n: int, seed: int):
         return make_pipeline(

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from scipy.special import expit
 from sklearn.model_selection import train_test_split
 
 from attacks.metrics import choose_threshold
@@ -135,6 +136,7 @@ class NasrAttack:
             pos_weight = torch.tensor((len(tr) - pos) / max(pos, 1.0), device=dev)
             loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
 
+            val_arrays = {k: a[va] for k, a in arrays.items()}
             best_loss, best_state, bad = np.inf, copy.deepcopy(net.state_dict()), 0
             self.history_, self.best_epoch_ = [], 0
             for epoch in range(self.epochs):
@@ -151,8 +153,7 @@ class NasrAttack:
                 rec = {"epoch": epoch, "train_loss": total / len(tr)}
                 if len(va):
                     with torch.no_grad():
-                        logits = torch.from_numpy(predict_logits(net, {k: a[va] for k, a in arrays.items()},
-                                                                 1024, dev)).float().to(dev)
+                        logits = torch.from_numpy(predict_logits(net, val_arrays, 1024, dev)).float().to(dev)
                         rec["val_loss"] = float(loss_fn(logits, yt[va]))
                 self.history_.append(rec)
                 monitor = rec.get("val_loss", rec["train_loss"])
@@ -169,8 +170,9 @@ class NasrAttack:
         return self
 
     def score_arrays(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        """(n,) P(member) from already collected inputs (see :func:`collect_inputs`)."""
         logits = predict_logits(self.net_, arrays, 1024, torch.device(self.device))
-        return 1.0 / (1.0 + np.exp(-logits))  # float64 sigmoid: fewer ties than float32
+        return expit(logits)  # float64 sigmoid: fewer ties than float32
 
     def score(self, features) -> np.ndarray:
         """(n,) P(member) in [0, 1] for each record of ``features`` (same snapshots,

@@ -120,7 +120,8 @@ class UnsupervisedAttack:
         self.output_layers = None if output_layers is None else list(output_layers)
         self.use_outputs, self.use_loss, self.use_label, self.use_grads = use_outputs, use_loss, use_label, use_grads
         self.conv_filters, self.grad_scaling = conv_filters, grad_scaling
-        self.fc_sizes, self.encoder_sizes, self.decoder_sizes = tuple(fc_sizes), tuple(encoder_sizes), tuple(decoder_sizes)
+        self.fc_sizes, self.encoder_sizes = tuple(fc_sizes), tuple(encoder_sizes)
+        self.decoder_sizes = tuple(decoder_sizes)
         self.lr, self.epochs, self.batch_size = lr, epochs, batch_size
         self.val_fraction, self.patience = val_fraction, patience
         self.n_neighbors, self.max_cluster_points = n_neighbors, max_cluster_points
@@ -175,8 +176,9 @@ class UnsupervisedAttack:
                 if len(va):
                     net.eval()
                     with torch.no_grad():
-                        _, rec = net(batch_tensors(arrays, va, dev))
-                        h["val_loss"] = float(((rec - tgt[va]) ** 2).mean())
+                        sse = sum(float(((net(batch_tensors(arrays, b, dev))[1] - tgt[b]) ** 2).sum())
+                                  for b in np.array_split(va, -(-len(va) // 1024)))
+                    h["val_loss"] = sse / target[va].size
                 self.history_.append(h)
                 monitor = h.get("val_loss", h["train_loss"])
                 if monitor < best - 1e-4:
@@ -190,7 +192,9 @@ class UnsupervisedAttack:
 
         codes = self._codes(arrays)
         # Spectral clustering is O(n^2) in memory: cluster a seeded subsample if large.
-        idx = np.arange(n) if n <= self.max_cluster_points else np.sort(rng.choice(n, self.max_cluster_points, replace=False))
+        idx = np.arange(n)
+        if n > self.max_cluster_points:
+            idx = np.sort(rng.choice(n, self.max_cluster_points, replace=False))
         c = codes[idx]
         z = (c - c.mean()) / (c.std() + 1e-12)
         sc = SpectralClustering(n_clusters=2, affinity="nearest_neighbors",
@@ -201,6 +205,8 @@ class UnsupervisedAttack:
         gn = mean_grad_norm(features, self.layers)[idx]
         if labels.min() == labels.max():  # degenerate split: fall back to the median code
             labels = (c > np.median(c)).astype(int)
+        if labels.min() == labels.max():  # constant codes: nothing learned, split on norms
+            labels = (gn > np.median(gn)).astype(int)
         member_label = int(np.argmin([gn[labels == k].mean() for k in (0, 1)]))
         member = (labels == member_label).astype(np.int64)
         self.sign_ = 1.0 if c[member == 1].mean() >= c[member == 0].mean() else -1.0

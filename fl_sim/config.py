@@ -72,6 +72,7 @@ class FederationConfig(_Section):
     round_timeout_s: float = Field(600.0, gt=0)
     keep_rounds: list[int] | Literal["all", "attack"] = "all"  # which rounds' snapshots stay on disk
     finetune_fraction: float = Field(0.4, gt=0, lt=1)  # share of training set that is D_delta
+    finetune_epochs: int | None = Field(None, gt=0)  # epochs on D_delta; None: rounds // 2 (>= 1)
     fail: dict[int, list[int]] = Field(default_factory=dict)  # test-only: round -> participants that raise
     record_received: bool = False  # every participant records the model it receives (audits)
 
