@@ -13,7 +13,8 @@ pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("fed")
-    cfg = tiny_config()
+    cfg = tiny_config(attack__names=["global_passive", "global_compact"],
+                      attack__epochs_attack_model=5)
     r1 = run_experiment(cfg, base / "a", progress=False)
     r2 = run_experiment(cfg, base / "b", progress=False)
     return base / "a", base / "b", r1, r2
@@ -49,7 +50,10 @@ def test_same_config_and_seed_give_identical_snapshots(two_runs):
     a = SnapshotStore(two_runs[0] / "snapshots" / "passive").entries()
     b = SnapshotStore(two_runs[1] / "snapshots" / "passive").entries()
     assert [(e.file, e.sha256) for e in a] == [(e.file, e.sha256) for e in b]
-    assert two_runs[2]["target"] == two_runs[3]["target"]
+    r1, r2 = two_runs[2], two_runs[3]
+    assert r1["target"] == r2["target"]
+    assert [a["name"] for a in r1["attacks"]] == ["global_passive", "global_compact"]
+    assert r1["attacks"] == r2["attacks"]  # attack metrics too, to the last bit
 
 
 def test_different_seed_changes_snapshots(tmp_path):
