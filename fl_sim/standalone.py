@@ -43,6 +43,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +74,20 @@ def _seed(*parts: int) -> int:
     """A 63-bit seed from integers (``cfg.seed`` first), via numpy's SeedSequence."""
     state = np.random.SeedSequence([int(p) & 0xFFFF_FFFF for p in parts]).generate_state(2)
     return int((int(state[0]) << 31) ^ int(state[1])) & 0x7FFF_FFFF_FFFF_FFFF
+
+
+@contextmanager
+def _threads(cfg: Config):
+    """torch intra-op threads = the CPU share of one participant (``federation.num_cpus``,
+    as the Flower clients use), restored afterwards. Small FC batches on more threads than
+    free cores spin-wait badly (measured 40x slower on 2 loaded cores)."""
+    before = torch.get_num_threads()
+    # the rule of fl_sim.federation.threads_for (not imported: it pulls in Flower)
+    torch.set_num_threads(max(1, int(cfg.federation.num_cpus)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def snapshot_dir(run_dir: Path, mode: str) -> Path:
@@ -134,6 +149,11 @@ def run_standalone(cfg: Config, data: Data, split: Split, run_dir: Path) -> dict
     mode adds ``train_acc_d``, ``train_acc_delta`` and the accuracies before fine-tuning.
     A store that already holds the final snapshot (a resumed run) is not trained again.
     """
+    with _threads(cfg):
+        return _run_standalone(cfg, data, split, run_dir)
+
+
+def _run_standalone(cfg: Config, data: Data, split: Split, run_dir: Path) -> dict:
     mode = cfg.federation.mode
     if mode not in ("standalone", "finetune"):
         raise ValueError(f"run_standalone: federation.mode is {mode!r}")
@@ -386,6 +406,11 @@ def run_standalone_attacks(cfg: Config, data: Data, split: Split, run_dir: Path,
                            echo=print) -> list[dict]:
     """Run every attack of ``attack.names`` that applies to the mode; one dict per attack:
     ``{"name", **membership_metrics(...), "time_s", "notes", ...}``."""
+    with _threads(cfg):
+        return _run_attacks(cfg, data, split, run_dir, echo)
+
+
+def _run_attacks(cfg, data, split, run_dir, echo) -> list[dict]:
     valid = ATTACKS_OF_MODE.get(cfg.federation.mode, ())
     t = None
     results = []
