@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flwr.app import Context, Message
+from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from clients.common import load_partition, local_train, model_from, record_to_arrays, reply
@@ -48,5 +48,12 @@ def make_client_app(plan_path: str) -> ClientApp:
 
             return malicious_train(plan, pid, round_, msg)
         return honest_train(plan, pid, round_, msg)
+
+    @app.query()
+    def query(msg: Message, context: Context) -> Message:
+        # the aggregator asks who is who (node ids are random per simulation)
+        pid = int(context.node_config["partition-id"])
+        return Message(content=RecordDict({"metrics": MetricRecord({"partition-id": pid})}),
+                       reply_to=msg)
 
     return app

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
@@ -61,6 +61,7 @@ class GlobalAttacker(Strategy):
         self.last_upload: dict[int, dict[str, np.ndarray]] = dict(previous_uploads or {})
         self.failures: list[dict] = []
         self.on_round_end = on_round_end
+        self.discovery_timeout_s = 120.0
 
     def summary(self) -> None:
         self.inner.summary()
@@ -71,6 +72,8 @@ class GlobalAttacker(Strategy):
         rnd = server_round + self.round_offset
         messages = list(self.inner.configure_train(rnd, arrays, config, grid))
         s = self.settings
+        if s.isolate and s.victim not in self.node_of:
+            self._discover(grid)
         ascend = s.ascent and rnd in s.ascent_rounds and s.ascent_fn is not None
         if not (ascend or s.isolate):
             return messages
@@ -93,6 +96,19 @@ class GlobalAttacker(Strategy):
                 self.store.put(rnd, pid, "sent", payload)
             out.append(self._fresh_message(msg, payload))
         return out
+
+    def _discover(self, grid: Grid) -> None:
+        """Ask every node which participant it is (an aggregator knows its participants).
+
+        Node ids are random per simulation, so after a resume the victim would otherwise stay
+        unknown until it first replies, and one isolated round would be lost."""
+        msgs = [Message(content=RecordDict({"config": ConfigRecord({"query": "partition-id"})}),
+                        message_type=MessageType.QUERY, dst_node_id=node)
+                for node in grid.get_node_ids()]
+        for reply in grid.send_and_receive(msgs, timeout=self.discovery_timeout_s):
+            if not reply.has_error():
+                pid = int(reply.content["metrics"]["partition-id"])
+                self.node_of[pid] = reply.metadata.src_node_id
 
     @staticmethod
     def _fresh_message(msg: Message, payload: dict[str, np.ndarray]) -> Message:

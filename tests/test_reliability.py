@@ -48,14 +48,17 @@ def _cli(*args, **kw):
 
 ARGS = ["--set", "data.records_per_participant=30", "--set", "model.options.widths=[16]",
         "--set", "federation.batch_size=8", "--set", "federation.rounds=8",
-        "--set", "federation.num_cpus=0.5", "--set", "attack.names=[]",
+        "--set", "federation.num_cpus=0.5", "--set", "attack.names=[global_isolating]",
+        "--set", "attack.epochs_attack_model=5",
         "--set", "attack.epochs=[8]", "--no-progress"]
 
 
 def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     killed, whole = tmp_path / "killed", tmp_path / "whole"
     proc = _cli("run", "--out", str(killed), *ARGS, start_new_session=True)
-    index = killed / "snapshots" / "passive" / "index.json"
+    # kill it while the isolating federation (the second one) is half-way: resuming must
+    # keep isolating the victim although Flower's node ids change with the new simulation
+    index = killed / "snapshots" / "global_isolating" / "index.json"
     deadline = time.time() + 300
     while time.time() < deadline:
         if index.exists() and 3 <= len(SnapshotStore(index.parent).rounds("global")) < 8:
@@ -75,9 +78,12 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     _, err = ref.communicate(timeout=600)
     assert ref.returncode == 0, err[-2000:]
 
-    a = SnapshotStore(killed / "snapshots" / "passive").entries()
-    b = SnapshotStore(whole / "snapshots" / "passive").entries()
-    assert [(e.file, e.sha256) for e in a] == [(e.file, e.sha256) for e in b]
+    for setting in ("passive", "global_isolating"):
+        a = SnapshotStore(killed / "snapshots" / setting).entries()
+        b = SnapshotStore(whole / "snapshots" / setting).entries()
+        assert [(e.file, e.sha256) for e in a] == [(e.file, e.sha256) for e in b], setting
+    iso = SnapshotStore(killed / "snapshots" / "global_isolating")
+    assert iso.find(8, 0, "sent") is not None  # the victim was isolated after the resume
     ra = json.loads((killed / "results.json").read_text())
     rb = json.loads((whole / "results.json").read_text())
     assert ra["target"] == rb["target"] and ra["attacks"] == rb["attacks"]
