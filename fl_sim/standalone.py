@@ -33,9 +33,10 @@ The attacker's own data (for shadow and reference models): the split's ``referen
 when it holds at least as many records as the target's training set; otherwise the pool
 plus the attacker's known members and known non-members (Shokri et al.: the attacker
 trains shadows on data from the same distribution that it holds). It never contains an
-evaluation record. Shadow and reference models have the target's architecture and are
-trained exactly as long as the target (in finetune mode: the same D / D_delta schedule on
-their own data).
+evaluation record. Shadow and reference models have the target's architecture, train on
+as many records as the target did (fewer when the pool is small: half of it), and train
+exactly as long as the target (in finetune mode: the same D / D_delta schedule on their
+own data), so that they overfit like it.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ import torch
 from attacks.metrics import choose_threshold, membership_metrics
 from fl_sim.audit import features_of, fit_and_score, make_attack
 from fl_sim.config import Config
+from fl_sim.errors import ConfigError, SnapshotError
 from fl_sim.fedrun import Data, build_target_model, initial_arrays, measure
 from fl_sim.snapshots import SnapshotStore, atomic_write_bytes
 from fl_sim.splits import Split
@@ -157,6 +159,9 @@ def _run_standalone(cfg: Config, data: Data, split: Split, run_dir: Path) -> dic
     mode = cfg.federation.mode
     if mode not in ("standalone", "finetune"):
         raise ValueError(f"run_standalone: federation.mode is {mode!r}")
+    if cfg.defense.name != "none":
+        raise ConfigError(f"defense.name={cfg.defense.name} is applied by the federated "
+                          f"clients only; federation.mode={mode} trains without it")
     run_dir = Path(run_dir)
     store = SnapshotStore(snapshot_dir(run_dir, mode))
     train = list(split.train[0])
@@ -215,7 +220,7 @@ class _Target:
         self.store = SnapshotStore(snapshot_dir(self.run_dir, self.mode))
         self.final = AFTER if self.mode == "finetune" else cfg.federation.rounds
         if self.store.find(self.final, None, "global") is None:
-            raise FileNotFoundError(f"no final snapshot (round {self.final}) in {self.store.dir}; "
+            raise SnapshotError(f"no final snapshot (round {self.final}) in {self.store.dir}; "
                                     "train the target first")
         self._feats: dict = {}
         self._arrays: dict = {}
@@ -229,7 +234,7 @@ class _Target:
         return self._arrays[rnd]
 
     def features(self, rnd: int, idx: np.ndarray):
-        key = (rnd, hash(np.asarray(idx, dtype=np.int64).tobytes()), len(idx))
+        key = (rnd, np.asarray(idx, dtype=np.int64).tobytes())
         if key not in self._feats:
             self._feats[key] = features_of(self.cfg, self.data, self.arrays(rnd), idx)
         return self._feats[key]
@@ -302,7 +307,10 @@ def _shadow_attack(t: _Target, notes: list[str]) -> dict:
 
     cfg, data = t.cfg, t.data
     pool, source = attacker_pool(t.split)
-    pool = np.asarray(pool, dtype=np.int64)
+    # each shadow trains on a random half of what it is given: give it twice the target's size
+    n_train = len(t.split.train[0])
+    pool = np.random.default_rng(_seed(t.seed, _TAG_SHADOW, 1)).permutation(
+        np.asarray(pool, dtype=np.int64))[:2 * n_train]
     atk = ShadowModelAttack(lambda x, y, seed: _train_like_target(cfg, data, x, y, seed),
                             predict_proba, n_shadows=cfg.attack.reference_models,
                             seed=_seed(t.seed, _TAG_SHADOW) & 0x7FFF_FFFF)
@@ -314,14 +322,16 @@ def _shadow_attack(t: _Target, notes: list[str]) -> dict:
     # the attacker also knows some target members: it places its threshold there
     res = membership_metrics(es, e_lab, choose_threshold(ks, k_lab))
     return {**res, "shadow_models": cfg.attack.reference_models,
-            "shadow_data": f"{source}, {len(pool)} records, random halves",
+            "shadow_data": f"{source}; {len(pool) // 2} records per shadow (random halves of "
+                           f"{len(pool)})",
             "threshold_from": "known members / non-members, scored on the target"}
 
 
 def _calibrated_attack(t: _Target, notes: list[str]) -> dict:
     """LiRA offline: every reference model is OUT for every evaluation record (references
-    train on random halves of the attacker's pool, which excludes them). Known records that
-    fall into a reference's half are scored against the references they were OUT of."""
+    train on random subsets, at most half, of the attacker's pool, which excludes them).
+    Known records that fall into a reference's subset are scored against the references
+    they were OUT of (the threshold is chosen on the known records)."""
     from attacks.calibrated import LiRAOffline, logit_confidence
 
     cfg, data = t.cfg, t.data
@@ -329,11 +339,12 @@ def _calibrated_attack(t: _Target, notes: list[str]) -> dict:
     pool = np.asarray(pool, dtype=np.int64)
     (k_idx, k_lab), (e_idx, e_lab) = t.known, t.eval
     n_ref = cfg.attack.reference_models
+    size = min(len(pool) // 2, len(t.split.train[0]))
     ref_k = np.full((len(k_idx), n_ref), np.nan)
     ref_e = np.empty((len(e_idx), n_ref))
     for r in range(n_ref):
         rng = np.random.default_rng(_seed(t.seed, _TAG_REFERENCE, r))
-        half = rng.permutation(pool)[:len(pool) // 2]
+        half = rng.permutation(pool)[:size]
         model = _train_like_target(cfg, data, data.x[half], data.y[half],
                                    _seed(t.seed, _TAG_REFERENCE, r, 1))
         ref_e[:, r] = logit_confidence(_logits(model, data.x[e_idx]), data.y[e_idx])
@@ -351,8 +362,8 @@ def _calibrated_attack(t: _Target, notes: list[str]) -> dict:
     ks = lira.score(tk[ok], np.nanmean(ref_k[ok], axis=1)[:, None])
     res = membership_metrics(es, e_lab, choose_threshold(ks, np.asarray(k_lab)[ok]))
     return {**res, "reference_models": n_ref,
-            "reference_data": f"{source}, {len(pool)} records, random halves (all OUT for "
-                              "the evaluation records)",
+            "reference_data": f"{source}; {size} random records of {len(pool)} per reference "
+                              "(every reference is OUT for every evaluation record)",
             "method": "LiRA offline (Carlini et al. 2022), pooled variance"}
 
 
