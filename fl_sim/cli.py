@@ -183,6 +183,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fl-sim: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        from fl_sim.federation import FederationError
+
+        if not isinstance(e, FederationError):
+            raise
+        print(f"fl-sim: error: {e}", file=sys.stderr)
+        _exit_now(1)
+
+
+def _exit_now(code: int) -> None:
+    # A crashed Flower simulation can leave its server thread blocked on a round timeout,
+    # which would keep the process alive after main returns: leave without waiting for it.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,10 @@ from clients.common import arrays_to_record
 from clients.participant import make_client_app
 
 
+class FederationError(RuntimeError):
+    """The simulation engine failed (e.g. Ray could not start on an overloaded machine)."""
+
+
 def client_resources(num_cpus: float, num_gpus: float | None, participants: int) -> dict:
     if num_gpus is None:
         num_gpus = 1.0 / participants if torch.cuda.is_available() else 0.0
@@ -74,5 +78,11 @@ def run_federation(*, strategy: Strategy, plan_path: str, participants: int, rou
         run_simulation(server_app=server_app, client_app=make_client_app(plan_path),
                        num_supernodes=participants, backend_config=backend_config,
                        verbose_logging=False)
+    except Exception as e:
+        cause = e.__cause__ or e
+        raise FederationError(f"the Flower simulation stopped: {type(cause).__name__}: "
+                              f"{str(cause).splitlines()[0] if str(cause) else ''}; the rounds "
+                              "done so far are saved, continue with fl-sim run --resume RUN_DIR"
+                              ) from e
     finally:
         flwr_logger.setLevel(old_level)
