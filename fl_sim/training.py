@@ -15,10 +15,11 @@ from torch import nn
 
 def as_tensors(x, y) -> tuple[torch.Tensor, torch.Tensor]:
     """numpy (possibly memory-mapped) or torch → contiguous float32 / int64 tensors."""
+    # np.array copies: inputs may be read-only memory maps, which torch will not wrap
     if not isinstance(x, torch.Tensor):
-        x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        x = torch.from_numpy(np.array(x, dtype=np.float32))
     if not isinstance(y, torch.Tensor):
-        y = torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64))
+        y = torch.from_numpy(np.array(y, dtype=np.int64))
     return x.float(), y.long()
 
 
