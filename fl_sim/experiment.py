@@ -82,8 +82,11 @@ def _progress(cfg: Config, enabled: bool):
     def tick(setting: str, rnd: int) -> None:
         bar = bars.get(setting)
         if bar is None:
+            for other in bars.values():  # one federation at a time: finish the last bar
+                other.close()
             bar = bars[setting] = tqdm(total=cfg.federation.rounds, desc=f"{setting} rounds",
-                                       unit="round", file=sys.stderr, leave=True)
+                                       unit="round", file=sys.stderr, leave=True,
+                                       initial=rnd - 1)
         bar.n = rnd
         bar.refresh()
 
