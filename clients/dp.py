@@ -60,5 +60,11 @@ def dp_train(plan: ClientPlan, pid: int, round_: int, model: torch.nn.Module,
     acc = RDPAccountant()
     acc.history = [(h[0], h[1], h[2]) for h in history]
     eps = float(acc.get_epsilon(DELTA))
-    # GradSampleModule wraps the caller's module in place: its parameters are the trained ones
+    # GradSampleModule wraps the caller's module in place: its parameters are the trained
+    # ones. Take its hooks and per-sample buffers off so the module is a plain one again.
+    model.remove_hooks()
+    for p in model.parameters():
+        for attr in ("grad_sample", "summed_grad"):
+            if hasattr(p, attr):
+                delattr(p, attr)
     return total / max(count, 1), {"dp-epsilon": eps}
