@@ -164,7 +164,8 @@ def run_experiment(cfg: Config, out: str | Path | None = None, *, overwrite: boo
         "seed": cfg.seed,
         "mode": cfg.federation.mode,
         "target": target,
-        "settings": {k: {kk: v[kk] for kk in ("train_acc", "test_acc", "snapshot_bytes")}
+        "settings": {k: {kk: v[kk] for kk in ("train_acc", "test_acc", "snapshot_bytes",
+                                               "dp_epsilon") if kk in v}
                      for k, v in settings.items()},
         "attacks": attacks,
         "failures": failures,

@@ -217,4 +217,8 @@ def run_setting(cfg: Config, setting: Setting, data: Data, split: Split, run_dir
     out = measure(cfg, data, split, final, all_train)
     out["failures"] = read_json(failures_path) if failures_path.exists() else []
     out["snapshot_bytes"] = store.size_bytes()
+    if plan.dp:
+        from clients.dp import cumulative_epsilon
+
+        out["dp_epsilon"] = {str(p): cumulative_epsilon(snap_dir, p) for p in range(n)}
     return out
