@@ -154,7 +154,7 @@ def run_experiment(cfg: Config, out: str | Path | None = None, *, overwrite: boo
 
         attacks = run_attacks(cfg, data, split, run_dir, echo=echo)
     timing["attack_s"] = time.time() - t
-    timing["total_s"] = time.time() - t0 + float(get_status(run_dir).get("previous_s", 0.0))
+    timing["total_s"] = time.time() - t0  # a resumed run counts its own time only
 
     failures = [dict(f, setting=name) for name, s in settings.items() for f in s["failures"]]
     results = {
