@@ -137,8 +137,10 @@ class GlobalAttacker(Strategy):
             self.node_of[pid] = m.metadata.src_node_id
             upload = record_to_arrays(m.content["arrays"])
             self.last_upload[pid] = upload
+            # an isolated victim's uploads are always kept: a resumed run needs the last one
             self.store.put(rnd, pid, "upload", upload,
-                           num_examples=int(m.content["metrics"]["num-examples"]))
+                           num_examples=int(m.content["metrics"]["num-examples"]),
+                           force=self.settings.isolate and pid == self.settings.victim)
         for pid in range(self.participants):
             if pid not in seen:
                 reason = next((m.error.reason for m in replies if m.has_error()
