@@ -62,6 +62,7 @@ class GlobalAttacker(Strategy):
         self.failures: list[dict] = []
         self.on_round_end = on_round_end
         self.discovery_timeout_s = 120.0
+        self._discovered = False  # once per simulation: node ids change with each one
 
     def summary(self) -> None:
         self.inner.summary()
@@ -72,7 +73,7 @@ class GlobalAttacker(Strategy):
         rnd = server_round + self.round_offset
         messages = list(self.inner.configure_train(rnd, arrays, config, grid))
         s = self.settings
-        if s.isolate and s.victim not in self.node_of:
+        if (s.isolate or s.ascent) and not self._discovered:
             self._discover(grid)
         ascend = s.ascent and rnd in s.ascent_rounds and s.ascent_fn is not None
         if not (ascend or s.isolate):
@@ -102,6 +103,7 @@ class GlobalAttacker(Strategy):
 
         Node ids are random per simulation, so after a resume the victim would otherwise stay
         unknown until it first replies, and one isolated round would be lost."""
+        self._discovered = True
         msgs = [Message(content=RecordDict({"config": ConfigRecord({"query": "partition-id"})}),
                         message_type=MessageType.QUERY, dst_node_id=node)
                 for node in grid.get_node_ids()]
