@@ -3,12 +3,15 @@ and the reply shape FedAvg requires (one ArrayRecord, one MetricRecord with num-
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 
 from fl_sim.models import build_model
 from fl_sim.plan import ClientPlan, client_seed
+from fl_sim.snapshots import SnapshotStore
 from fl_sim.training import set_arrays, train_epochs
 
 
@@ -26,6 +29,14 @@ def load_partition(plan: ClientPlan, pid: int) -> tuple[np.ndarray, np.ndarray]:
     y = np.load(plan.y_path, mmap_mode="r")
     idx = np.asarray(plan.train[pid], dtype=np.int64)
     return np.asarray(x[idx], dtype=np.float32), np.asarray(y[idx], dtype=np.int64)
+
+
+def record_received(plan: ClientPlan, pid: int, round_: int,
+                    arrays: dict[str, np.ndarray]) -> None:
+    """Write what this participant received into the setting's snapshot store (to disk:
+    Ray may run the next round in another worker process)."""
+    SnapshotStore(Path(plan.store_dir), writer=f"p{pid}",
+                  keep_rounds=plan.keep_rounds).put(round_, pid, "received", arrays)
 
 
 def model_from(plan: ClientPlan, arrays: dict[str, np.ndarray]) -> torch.nn.Module:

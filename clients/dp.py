@@ -21,11 +21,11 @@ from fl_sim.snapshots import atomic_write_bytes
 DELTA = 1e-5
 
 
-def cumulative_epsilon(run_dir: str | Path, pid: int, delta: float = DELTA) -> float | None:
+def cumulative_epsilon(store_dir: str | Path, pid: int, delta: float = DELTA) -> float | None:
     """Epsilon spent so far by participant ``pid`` (RDP accountant over all its rounds)."""
     from opacus.accountants import RDPAccountant
 
-    path = Path(run_dir) / f"dp-accountant-p{pid}.json"
+    path = Path(store_dir) / f"dp-accountant-p{pid}.json"
     if not path.exists():
         return None
     acc = RDPAccountant()
@@ -37,7 +37,7 @@ def dp_train(plan: ClientPlan, pid: int, round_: int, model: torch.nn.Module,
              x: np.ndarray, y: np.ndarray, seed: int) -> tuple[float, dict]:
     from opacus import PrivacyEngine
 
-    hist_path = Path(plan.run_dir) / f"dp-accountant-p{pid}.json"
+    hist_path = Path(plan.store_dir) / f"dp-accountant-p{pid}.json"
     history = json.loads(hist_path.read_text()) if hist_path.exists() else []
     # a resumed round must not count twice
     history = [h for h in history if h[3] < round_]
@@ -68,7 +68,7 @@ def dp_train(plan: ClientPlan, pid: int, round_: int, model: torch.nn.Module,
     steps = engine.accountant.history
     history += [[nm, sr, st, round_] for nm, sr, st in steps]
     atomic_write_bytes(hist_path, json.dumps(history).encode())
-    eps = cumulative_epsilon(plan.run_dir, pid)
+    eps = cumulative_epsilon(plan.store_dir, pid)
     # GradSampleModule wraps the caller's module in place: its parameters are the trained
     # ones. Take its hooks and per-sample buffers off so the module is a plain one again.
     model.remove_hooks()

@@ -8,24 +8,20 @@ Its reply has exactly the shape of an honest one.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from flwr.app import Message
 
 from attacks.active import gradient_ascent
-from clients.common import load_partition, local_train, model_from, record_to_arrays, reply
+from clients.common import (load_partition, local_train, model_from, record_received,
+                            record_to_arrays, reply)
 from fl_sim.plan import ClientPlan
-from fl_sim.snapshots import SnapshotStore
 from fl_sim.training import get_arrays
 
 
 def malicious_train(plan: ClientPlan, pid: int, round_: int, msg: Message) -> Message:
     received = record_to_arrays(msg.content["arrays"])
-    store = SnapshotStore(Path(plan.run_dir), writer=f"p{pid}",
-                          keep_rounds=plan.keep_rounds)
     # what it received at the start of round r is the global model after round r-1
-    store.put(round_, pid, "received", received)
+    record_received(plan, pid, round_, received)
     model = model_from(plan, received)
     x, y = load_partition(plan, pid)
     loss, extra = local_train(plan, pid, round_, model, x, y)

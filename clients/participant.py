@@ -7,14 +7,12 @@ partition, and replies in the shape FedAvg expects.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients.common import load_partition, local_train, model_from, record_to_arrays, reply
+from clients.common import (load_partition, local_train, model_from, record_received,
+                            record_to_arrays, reply)
 from fl_sim.plan import ClientPlan
-from fl_sim.snapshots import SnapshotStore
 from fl_sim.training import get_arrays
 
 
@@ -25,8 +23,7 @@ class InjectedFailure(RuntimeError):
 def honest_train(plan: ClientPlan, pid: int, round_: int, msg: Message) -> Message:
     received = record_to_arrays(msg.content["arrays"])
     if plan.record_received:
-        SnapshotStore(Path(plan.run_dir), writer=f"p{pid}",
-                      keep_rounds=plan.keep_rounds).put(round_, pid, "received", received)
+        record_received(plan, pid, round_, received)
     model = model_from(plan, received)
     x, y = load_partition(plan, pid)
     loss, extra = local_train(plan, pid, round_, model, x, y)

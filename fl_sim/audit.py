@@ -26,14 +26,15 @@ from fl_sim.splits import Split
 from fl_sim.training import set_arrays
 
 
-def features_of(cfg: Config, data: Data, arrays: dict, idx: np.ndarray):
+def features_of(cfg: Config, data: Data, arrays: dict, *idx_sets: np.ndarray) -> list:
+    """White-box features of each index set under one snapshot (one model built for all)."""
     from attacks.features import extract_features
 
     model = build_target_model(cfg, data)
     set_arrays(model, arrays)
-    layers = cfg.attack.layers
-    return extract_features(model, data.x[idx], data.y[idx], layers=layers,
-                            output_layers=tuple(cfg.attack.output_layers))
+    return [extract_features(model, data.x[idx], data.y[idx], layers=cfg.attack.layers,
+                             output_layers=tuple(cfg.attack.output_layers))
+            for idx in idx_sets]
 
 
 def make_attack(cfg: Config, kind: str, seed: int):
@@ -82,9 +83,9 @@ def _snapshot_features(cfg, data, store: SnapshotStore, epochs, participant, rol
             who = "server" if participant is None else f"participant {participant}"
             notes.append(f"no {role} snapshot of {who} in round {e} (failed or not kept)")
             continue
-        arrays = store.get(e, participant, role)
-        known.append(features_of(cfg, data, arrays, known_idx))
-        evals.append(features_of(cfg, data, arrays, eval_idx))
+        k, ev = features_of(cfg, data, store.get(e, participant, role), known_idx, eval_idx)
+        known.append(k)
+        evals.append(ev)
         used.append(e)
     return known, evals, used
 
@@ -124,9 +125,9 @@ def _local_attack(cfg, data, split, store, epochs, kind, seed, notes):
                                   split.eval_nonmembers)
     known, evals, used = [], [], []
     for rnd, who, role, epoch in _local_observations(store, attacker, epochs):
-        arrays = store.get(rnd, who, role)
-        known.append(features_of(cfg, data, arrays, k_idx))
-        evals.append(features_of(cfg, data, arrays, e_idx))
+        k, ev = features_of(cfg, data, store.get(rnd, who, role), k_idx, e_idx)
+        known.append(k)
+        evals.append(ev)
         used.append(epoch)
     if len(used) < len(epochs):
         notes.append(f"local attacker observed epochs {used} of {epochs}")
@@ -192,7 +193,7 @@ def run_attacks(cfg: Config, data: Data, split: Split, run_dir: Path, echo=print
 
         return run_standalone_attacks(cfg, data, split, run_dir, echo=echo)
     for name in cfg.attack.names:
-        if name not in SETTING_OF_ATTACK and name != "global_calibrated":
+        if name not in SETTING_OF_ATTACK:
             print(f"fl-sim: note: attack {name} is not a federated attack; skipped",
                   file=sys.stderr)
             continue

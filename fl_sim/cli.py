@@ -81,10 +81,9 @@ def _cmd_run(args) -> int:
         results = run_experiment(None, args.resume, resume=True, progress=not args.no_progress)
         out = args.resume
     else:
-        cfg = load_config(args.config, args.overrides)
-        from fl_sim.experiment import check_names
-        check_names(cfg)
         from fl_sim.rundir import default_run_dir
+
+        cfg = load_config(args.config, args.overrides)
         out = Path(args.out or cfg.output.dir or default_run_dir(cfg.data.name, cfg.model.name))
         results = run_experiment(cfg, out, overwrite=args.overwrite,
                                  progress=not args.no_progress)
@@ -174,7 +173,6 @@ COMMANDS = {"run": _cmd_run, "compare": _cmd_compare, "attack": _cmd_attack,
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     try:
         return COMMANDS[args.command](args)
     except FlSimError as e:

@@ -17,7 +17,7 @@ import numpy as np
 from fl_sim.config import Config, dump_config, load_config
 from fl_sim.errors import ConfigError, FlSimError
 from fl_sim.fedrun import SETTING_OF_ATTACK, SETTINGS, Data, run_setting
-from fl_sim.rundir import (default_run_dir, get_status, prepare_run_dir, read_json, set_status,
+from fl_sim.rundir import (default_run_dir, prepare_run_dir, read_json, set_status,
                            write_json)
 from fl_sim.snapshots import atomic_write_bytes
 from fl_sim.splits import Split, make_split
@@ -31,15 +31,14 @@ def _npy_path(x: np.ndarray, name: str, kind: str) -> str:
         return str(fn)
     from fl_sim.data import cache_dir
 
+    from fl_sim.data.cache import save_atomic
+
     arr = np.ascontiguousarray(x)
     digest = hashlib.sha256(arr.tobytes()).hexdigest()[:16]
     path = cache_dir() / "arrays" / f"{name}-{kind}-{digest}.npy"
     if not path.exists():
-        import io
-
-        buf = io.BytesIO()
-        np.save(buf, arr)
-        atomic_write_bytes(path, buf.getvalue())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_atomic(path, arr, arr.dtype)
     return str(path)
 
 

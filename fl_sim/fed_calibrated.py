@@ -11,34 +11,39 @@ chosen epochs. Reported like every attack, with TPR at low FPR, which the paper 
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from attacks.calibrated import LiRAOffline, logit_confidence
 from attacks.metrics import choose_threshold, membership_metrics
 from fl_sim.fedrun import build_target_model
-from fl_sim.training import as_tensors, set_arrays
+from fl_sim.training import predict_logits, set_arrays
 
 
-@torch.no_grad()
-def _logits(cfg, data, arrays, idx) -> np.ndarray:
+def _confidence(cfg, data, arrays, idx) -> np.ndarray:
+    """(n,) logit-scaled confidence of the true class under one snapshot."""
     model = build_target_model(cfg, data)
     set_arrays(model, arrays)
-    model.eval()
-    x, _ = as_tensors(data.x[idx], data.y[idx])
-    return torch.cat([model(x[s:s + 512]) for s in range(0, len(x), 512)]).numpy()
+    return logit_confidence(predict_logits(model, data.x[idx]), data.y[idx])
 
 
-def _scores(cfg, data, store, victim, epoch, idx, others) -> np.ndarray | None:
+def _scores(cfg, data, store, victim, epoch, parts, others) -> list[np.ndarray] | None:
+    """LiRA scores for ``victim`` at ``epoch``, one array per index set in ``parts`` (each set
+    calibrated on its own); None when the victim's upload or every reference is missing.
+    Each snapshot is read and run once for all the sets."""
     if store.find(epoch, victim, "upload") is None:
         return None
     refs = [q for q in others if store.find(epoch, q, "upload") is not None]
     if not refs:
         return None
-    y = data.y[idx]
-    target = logit_confidence(_logits(cfg, data, store.get(epoch, victim, "upload"), idx), y)
-    ref = np.stack([logit_confidence(_logits(cfg, data, store.get(epoch, q, "upload"), idx), y)
-                    for q in refs], axis=1)
-    return LiRAOffline().fit(ref).score(target, ref)
+    idx = np.concatenate(parts)
+    target = _confidence(cfg, data, store.get(epoch, victim, "upload"), idx)
+    ref = np.stack([_confidence(cfg, data, store.get(epoch, q, "upload"), idx) for q in refs],
+                   axis=1)
+    out, start = [], 0
+    for part in parts:
+        t, r = target[start:start + len(part)], ref[start:start + len(part)]
+        out.append(LiRAOffline().fit(r).score(t, r))
+        start += len(part)
+    return out
 
 
 def global_calibrated(cfg, data, split, store, epochs, notes) -> dict:
@@ -51,12 +56,12 @@ def global_calibrated(cfg, data, split, store, epochs, notes) -> dict:
         e_idx, e_lab = split.balanced(split.eval_members[p], split.eval_nonmembers)
         ks, es, used = [], [], []
         for e in epochs:
-            sk = _scores(cfg, data, store, p, e, k_idx, others)
-            if sk is None:
+            scores = _scores(cfg, data, store, p, e, [k_idx, e_idx], others)
+            if scores is None:
                 notes.append(f"no upload of participant {p} (or no reference) in round {e}")
                 continue
-            ks.append(sk)
-            es.append(_scores(cfg, data, store, p, e, e_idx, others))
+            ks.append(scores[0])
+            es.append(scores[1])
             used.append(e)
         if not used:
             continue

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
+from contextlib import contextmanager
 from collections.abc import Callable
 
 import numpy as np
@@ -24,6 +26,22 @@ from clients.participant import make_client_app
 
 class FederationError(RuntimeError):
     """The simulation engine failed (e.g. Ray could not start on an overloaded machine)."""
+
+
+@contextmanager
+def quiet_flwr(quiet: bool = True):
+    """Silence Flower's INFO/WARNING logs and the deprecation warnings around it."""
+    logger = logging.getLogger("flwr")
+    old_level = logger.level
+    if quiet:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            if quiet:
+                warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(old_level)
 
 
 def client_resources(num_cpus: float, num_gpus: float | None, participants: int) -> dict:
@@ -63,26 +81,22 @@ def run_federation(*, strategy: Strategy, plan_path: str, participants: int, rou
                        train_config=ConfigRecord({}), evaluate_fn=evaluate_fn)
 
     resources = client_resources(num_cpus, num_gpus, participants)
-    # Ray workers inherit the environment: keep each from oversubscribing the cores.
+    # Ray reads these at start-up; its workers inherit them
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     backend_config = {
         "client_resources": resources,
         "init_args": {"logging_level": logging.ERROR, "log_to_driver": not quiet,
                       "include_dashboard": False},
     }
-    flwr_logger = logging.getLogger("flwr")
-    old_level = flwr_logger.level
-    if quiet:
-        flwr_logger.setLevel(logging.ERROR)
     try:
-        run_simulation(server_app=server_app, client_app=make_client_app(plan_path),
-                       num_supernodes=participants, backend_config=backend_config,
-                       verbose_logging=False)
+        with quiet_flwr(quiet):
+            run_simulation(server_app=server_app, client_app=make_client_app(plan_path),
+                           num_supernodes=participants, backend_config=backend_config,
+                           verbose_logging=False)
     except Exception as e:
         cause = e.__cause__ or e
         raise FederationError(f"the Flower simulation stopped: {type(cause).__name__}: "
                               f"{str(cause).splitlines()[0] if str(cause) else ''}; the rounds "
                               "done so far are saved, continue with fl-sim run --resume RUN_DIR"
                               ) from e
-    finally:
-        flwr_logger.setLevel(old_level)

@@ -7,8 +7,6 @@ Resuming picks up after the last round whose aggregate was stored.
 
 from __future__ import annotations
 
-import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,19 +123,19 @@ def run_setting(cfg: Config, setting: Setting, data: Data, split: Split, run_dir
     from flwr.serverapp.strategy import FedAvg
 
     from attacks.active import gradient_ascent
-    from fl_sim.federation import run_federation, threads_for
+    from fl_sim.federation import quiet_flwr, run_federation, threads_for
     from strategies.attacker import AttackerSettings, GlobalAttacker
 
     fed, att = cfg.federation, cfg.attack
     n = fed.participants
     snap_dir = run_dir / "snapshots" / setting.name
-    store = SnapshotStore(snap_dir, keep_rounds=keep_rounds(cfg))
+    kept = keep_rounds(cfg)
+    store = SnapshotStore(snap_dir, keep_rounds=kept)
     failures_path = snap_dir / "failures.json"
     attacker = local_attacker_of(cfg)
     epochs = cfg.attack_epochs()
     plan = ClientPlan(
-        # the local attacker writes its "received" snapshots into the setting's store
-        run_dir=str(snap_dir),
+        store_dir=str(snap_dir),
         x_path=data.x_path, y_path=data.y_path, input_shape=list(data.input_shape),
         num_classes=data.num_classes, model_name=cfg.model.name,
         model_options=dict(cfg.model.options), train=split.train,
@@ -148,7 +146,7 @@ def run_setting(cfg: Config, setting: Setting, data: Data, split: Split, run_dir
         local_targets=local_targets(split, attacker) if setting.local_ascent else [],
         # the others react in the round after the push, so push one round before each epoch
         ascent_rounds=sorted({e - 1 for e in epochs if e > 1}) if setting.local_ascent else [],
-        gamma=att.gamma, keep_rounds=keep_rounds(cfg), record_received=fed.record_received,
+        gamma=att.gamma, keep_rounds=kept, record_received=fed.record_received,
         dp=({"noise_multiplier": cfg.defense.noise_multiplier,
              "max_grad_norm": cfg.defense.max_grad_norm} if cfg.defense.name == "dp_sgd" else None),
     )
@@ -184,14 +182,10 @@ def run_setting(cfg: Config, setting: Setting, data: Data, split: Split, run_dir
     settings = AttackerSettings(isolate=setting.isolate, ascent=setting.global_ascent,
                                 victim=att.target_participant, ascent_rounds=set(epochs),
                                 ascent_fn=ascent_fn)
-    import logging
-
-    flwr_logger = logging.getLogger("flwr")
-    level = flwr_logger.level
-    flwr_logger.setLevel(logging.ERROR)  # FedAvg warns that evaluation is off: it is meant to be
-    # every participant trains every round (the paper's setting); failures are tolerated
-    inner = FedAvg(fraction_evaluate=0.0, min_available_nodes=n, min_train_nodes=n)
-    flwr_logger.setLevel(level)
+    # every participant trains every round (the paper's setting); failures are tolerated.
+    # FedAvg warns that client-side evaluation is off: it is meant to be.
+    with quiet_flwr():
+        inner = FedAvg(fraction_evaluate=0.0, min_available_nodes=n, min_train_nodes=n)
 
     def on_round_end(rnd: int, _arrays) -> None:
         write_json(failures_path, failures + strategy.failures)
@@ -200,14 +194,11 @@ def run_setting(cfg: Config, setting: Setting, data: Data, split: Split, run_dir
                               previous_uploads=previous_uploads, on_round_end=on_round_end)
     remaining = fed.rounds - start
     if remaining > 0:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-            run_federation(strategy=strategy, plan_path=str(plan_path), participants=n,
-                           rounds=remaining, initial_arrays=init, num_cpus=fed.num_cpus,
-                           num_gpus=fed.num_gpus, round_timeout_s=fed.round_timeout_s,
-                           on_round=(lambda r: progress(setting.name, r + start))
-                           if progress else None)
+        run_federation(strategy=strategy, plan_path=str(plan_path), participants=n,
+                       rounds=remaining, initial_arrays=init, num_cpus=fed.num_cpus,
+                       num_gpus=fed.num_gpus, round_timeout_s=fed.round_timeout_s,
+                       on_round=(lambda r: progress(setting.name, r + start))
+                       if progress else None)
     final_round = max(store.rounds("global"), default=0)
     if final_round < fed.rounds:
         raise RuntimeError(f"federation {setting.name} stopped after round {final_round} "

@@ -14,7 +14,7 @@ from pathlib import Path
 
 @dataclass
 class ClientPlan:
-    run_dir: str
+    store_dir: str                   # the setting's snapshot store: clients write into it
     x_path: str
     y_path: str
     input_shape: list[int]

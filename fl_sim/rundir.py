@@ -64,8 +64,3 @@ def set_status(run_dir: Path, **fields) -> None:
     status = read_json(p) if p.exists() else {}
     status.update(fields, pid=os.getpid(), updated=time.time())
     write_json(p, status)
-
-
-def get_status(run_dir: Path) -> dict:
-    p = Path(run_dir) / "status.json"
-    return read_json(p) if p.exists() else {}

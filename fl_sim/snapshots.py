@@ -75,6 +75,10 @@ def _to_numpy(arrays: Mapping[str, object]) -> dict[str, np.ndarray]:
     return out
 
 
+def _order(e: SnapshotEntry) -> tuple:
+    return (e.round, e.role, -1 if e.participant is None else e.participant)
+
+
 def _name(round_: int, participant: int | None, role: str) -> str:
     who = "server" if participant is None else f"p{participant}"
     return f"r{round_:04d}-{who}-{role}.safetensors"
@@ -96,6 +100,7 @@ class SnapshotStore:
         self.writer = writer
         self.keep_rounds = None if keep_rounds is None else set(keep_rounds)
         self._lock = threading.Lock()
+        self._cache: tuple | None = None
 
     # ------------------------------------------------------------ writing
     def _shard(self) -> Path:
@@ -126,9 +131,9 @@ class SnapshotStore:
             shard = self._shard()
             entries = [e for e in self._read_shard(shard) if e["file"] != name]
             entries.append(asdict(entry))
-            entries.sort(key=lambda e: (e["round"], e["role"], -1 if e["participant"] is None
-                                        else e["participant"]))
+            entries.sort(key=lambda e: _order(SnapshotEntry(**e)))
             atomic_write_bytes(shard, json.dumps({"entries": entries}, indent=1).encode())
+            self._cache = None
         return entry
 
     def drop_after(self, round_: int) -> None:
@@ -140,20 +145,25 @@ class SnapshotStore:
                 if e["round"] > round_:
                     (self.dir / e["file"]).unlink(missing_ok=True)
             atomic_write_bytes(shard, json.dumps({"entries": keep}, indent=1).encode())
+        self._cache = None
 
     # ------------------------------------------------------------ reading
+    def _index(self) -> dict[tuple, SnapshotEntry]:
+        """All entries by (round, participant, role), re-read only when a shard changed:
+        attacks look snapshots up many times, and clients may add shards meanwhile."""
+        shards = sorted(self.dir.glob("index*.json"))
+        signature = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in shards)
+        if self._cache is None or self._cache[0] != signature:
+            entries = sorted((SnapshotEntry(**e) for shard in shards
+                              for e in self._read_shard(shard)), key=_order)
+            self._cache = (signature, {(e.round, e.participant, e.role): e for e in entries})
+        return self._cache[1]
+
     def entries(self) -> list[SnapshotEntry]:
-        out = []
-        for shard in sorted(self.dir.glob("index*.json")):
-            out += [SnapshotEntry(**e) for e in self._read_shard(shard)]
-        return sorted(out, key=lambda e: (e.round, e.role, -1 if e.participant is None
-                                          else e.participant))
+        return list(self._index().values())
 
     def find(self, round_: int, participant: int | None, role: str) -> SnapshotEntry | None:
-        for e in self.entries():
-            if e.round == round_ and e.participant == participant and e.role == role:
-                return e
-        return None
+        return self._index().get((round_, participant, role))
 
     def rounds(self, role: str = "global", participant: int | None = None) -> list[int]:
         return sorted({e.round for e in self.entries()
@@ -192,7 +202,3 @@ class SnapshotStore:
 
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.dir.glob("*.safetensors"))
-
-
-def state_dict_from_arrays(arrays: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}

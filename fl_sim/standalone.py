@@ -57,8 +57,8 @@ from fl_sim.errors import ConfigError, SnapshotError
 from fl_sim.fedrun import Data, build_target_model, initial_arrays, measure
 from fl_sim.snapshots import SnapshotStore, atomic_write_bytes
 from fl_sim.splits import Split
-from fl_sim.training import (as_tensors, get_arrays, make_optimizer, predict_proba, set_arrays,
-                             train_epochs)
+from fl_sim.training import (as_tensors, get_arrays, make_optimizer, predict_logits, predict_proba,
+                             set_arrays, train_epochs)
 
 STANDALONE_ATTACKS = ("standalone_whitebox", "standalone_unsupervised", "standalone_compact",
                       "loss_threshold", "standalone_blackbox_shadow", "calibrated")
@@ -236,7 +236,7 @@ class _Target:
     def features(self, rnd: int, idx: np.ndarray):
         key = (rnd, np.asarray(idx, dtype=np.int64).tobytes())
         if key not in self._feats:
-            self._feats[key] = features_of(self.cfg, self.data, self.arrays(rnd), idx)
+            self._feats[key], = features_of(self.cfg, self.data, self.arrays(rnd), idx)
         return self._feats[key]
 
     def attack_rounds(self, notes: list[str]) -> list[int]:
@@ -295,13 +295,6 @@ def _train_like_target(cfg: Config, data: Data, x, y, seed: int) -> torch.nn.Mod
     return model
 
 
-@torch.no_grad()
-def _logits(model: torch.nn.Module, x) -> np.ndarray:
-    model.eval()
-    xt, _ = as_tensors(x, np.zeros(len(x), dtype=np.int64))
-    return torch.cat([model(xt[s:s + 512]) for s in range(0, len(xt), 512)]).double().numpy()
-
-
 def _shadow_attack(t: _Target, notes: list[str]) -> dict:
     from attacks.blackbox import ShadowModelAttack
 
@@ -347,12 +340,12 @@ def _calibrated_attack(t: _Target, notes: list[str]) -> dict:
         half = rng.permutation(pool)[:size]
         model = _train_like_target(cfg, data, data.x[half], data.y[half],
                                    _seed(t.seed, _TAG_REFERENCE, r, 1))
-        ref_e[:, r] = logit_confidence(_logits(model, data.x[e_idx]), data.y[e_idx])
+        ref_e[:, r] = logit_confidence(predict_logits(model, data.x[e_idx]), data.y[e_idx])
         out = ~np.isin(k_idx, half)
-        ref_k[out, r] = logit_confidence(_logits(model, data.x[k_idx[out]]), data.y[k_idx[out]])
+        ref_k[out, r] = logit_confidence(predict_logits(model, data.x[k_idx[out]]), data.y[k_idx[out]])
     target = t.model(t.final)
-    tk = logit_confidence(_logits(target, data.x[k_idx]), data.y[k_idx])
-    te = logit_confidence(_logits(target, data.x[e_idx]), data.y[e_idx])
+    tk = logit_confidence(predict_logits(target, data.x[k_idx]), data.y[k_idx])
+    te = logit_confidence(predict_logits(target, data.x[e_idx]), data.y[e_idx])
     lira = LiRAOffline().fit(ref_e)  # pooled OUT variance (eval records: all references OUT)
     es = lira.score(te, ref_e)
     ok = ~np.all(np.isnan(ref_k), axis=1)

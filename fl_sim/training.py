@@ -76,12 +76,17 @@ def evaluate(model: nn.Module, x, y, batch_size: int = 512) -> tuple[float, floa
 
 
 @torch.no_grad()
+def predict_logits(model: nn.Module, x, batch_size: int = 512) -> torch.Tensor:
+    """Final-layer outputs in eval mode, (n, num_classes) float32 tensor."""
+    if not isinstance(x, torch.Tensor):
+        x = torch.from_numpy(np.array(x, dtype=np.float32))
+    model.eval()
+    return torch.cat([model(x[s:s + batch_size]) for s in range(0, len(x), batch_size)])
+
+
 def predict_proba(model: nn.Module, x, batch_size: int = 512) -> np.ndarray:
     """Softmax outputs, (n, num_classes) float32."""
-    x, _ = as_tensors(x, np.zeros(len(x), dtype=np.int64))
-    model.eval()
-    outs = [torch.softmax(model(x[s:s + batch_size]), 1) for s in range(0, len(x), batch_size)]
-    return torch.cat(outs).numpy().astype(np.float32)
+    return torch.softmax(predict_logits(model, x, batch_size), 1).numpy().astype(np.float32)
 
 
 def get_arrays(model: nn.Module) -> dict[str, np.ndarray]:

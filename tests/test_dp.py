@@ -10,7 +10,7 @@ from fl_sim.training import get_arrays
 
 
 def _plan(tmp_path, noise):
-    return ClientPlan(run_dir=str(tmp_path), x_path="", y_path="", input_shape=[8],
+    return ClientPlan(store_dir=str(tmp_path), x_path="", y_path="", input_shape=[8],
                       num_classes=3, model_name="fc", model_options={"widths": [8]},
                       train=[[0]], local_epochs=1, batch_size=8, lr=0.1, momentum=0.0,
                       weight_decay=0.0, seed=0, threads=1,
