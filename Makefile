@@ -20,7 +20,10 @@ setup: $(VENV)/.installed
 run: setup
 	$(VENV)/bin/fl-sim run $(ARGS)
 
+# the layering contracts (pyproject.toml [tool.importlinter]) and lint run before the tests
 test: setup
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: setup

@@ -16,6 +16,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from attacks.base import MembershipAttack, positive
 from attacks.metrics import choose_threshold
 from attacks.nasr import LOSS_EPS, as_snapshots, select_grad_names
 
@@ -32,18 +33,24 @@ def compact_features(features, layers: Sequence[str] | None = None) -> np.ndarra
     return np.stack(cols, axis=1)
 
 
-class CompactWhiteBox:
+class CompactWhiteBox(MembershipAttack):
     """Standardized logistic regression on :func:`compact_features`.
 
-    ``C``: inverse L2 strength. After ``fit``: ``model_`` (sklearn pipeline),
-    ``threshold_`` (accuracy-maximizing on the known data), ``n_features_``.
+    ``C``: inverse L2 strength (> 0). ``fit(features, is_member)``: features = list of
+    FeatureSet of the known records, is_member (n,) 0/1, required. ``score_samples``:
+    (n,) P(member). After ``fit``: ``model_`` (sklearn pipeline), ``threshold_``
+    (accuracy-maximizing on the known data), ``n_features_``.
     """
+
+    _param_rules = {"C": positive()}
 
     def __init__(self, seed: int = 0, *, layers: Sequence[str] | None = None, C: float = 1.0):
         self.seed, self.layers, self.C = seed, None if layers is None else list(layers), C
 
-    def fit(self, features, is_member) -> "CompactWhiteBox":
+    def fit(self, features, is_member=None) -> CompactWhiteBox:
         """features: list of FeatureSet (known records); is_member: (n,) 0/1."""
+        self._validate_params()
+        self._require_labels(is_member)
         X = compact_features(features, self.layers)
         y = np.asarray(is_member).reshape(-1).astype(np.int64)
         self.model_ = make_pipeline(
@@ -54,12 +61,9 @@ class CompactWhiteBox:
         self.threshold_ = choose_threshold(self.model_.predict_proba(X)[:, 1], y)
         return self
 
-    def score(self, features) -> np.ndarray:
+    def score_samples(self, features) -> np.ndarray:
         """(n,) P(member) from the logistic regression."""
         X = compact_features(features, self.layers)
         if X.shape[1] != self.n_features_:
             raise ValueError(f"expected {self.n_features_} compact features, got {X.shape[1]}")
         return self.model_.predict_proba(X)[:, 1]
-
-    def predict(self, features) -> np.ndarray:
-        return (self.score(features) >= self.threshold_).astype(np.int64)

@@ -138,22 +138,3 @@ def membership_metrics(scores, is_member, threshold: float) -> dict:
     out["roc"] = {"fpr": [float(v) for v in f], "tpr": [float(v) for v in t]}
     return out
 
-
-def balanced_indices(is_member, seed: int) -> np.ndarray:
-    """Indices of a balanced subsample: all of the smaller class, as many of the other.
-
-    Returned sorted, drawn with ``np.random.default_rng(seed)``.
-    """
-    m = np.asarray(is_member).reshape(-1).astype(np.int64)
-    pos, neg = np.flatnonzero(m == 1), np.flatnonzero(m == 0)
-    k = min(pos.size, neg.size)
-    rng = np.random.default_rng(seed)
-    keep = np.concatenate([rng.choice(pos, k, replace=False), rng.choice(neg, k, replace=False)])
-    return np.sort(keep)
-
-
-def balanced_eval(scores, is_member, threshold: float, seed: int = 0) -> dict:
-    """:func:`membership_metrics` on a balanced subsample (paper's evaluation protocol)."""
-    s, m = _check(scores, is_member)
-    idx = balanced_indices(m, seed)
-    return membership_metrics(s[idx], m[idx], threshold)

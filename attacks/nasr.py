@@ -23,7 +23,8 @@ differ by decades (see :class:`Standardize`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -49,14 +50,14 @@ def _selected(name: str, layers: Sequence[str] | None) -> bool:
     """A parameter ``fc3.weight`` is selected by ``fc3``, ``fc3.weight`` or ``None``."""
     if layers is None:
         return True
-    return any(name == l or name.startswith(l + ".") for l in layers)
+    return any(name == layer or name.startswith(layer + ".") for layer in layers)
 
 
 def select_grad_names(snapshot, layers: Sequence[str] | None) -> list[str]:
     """Gradient keys of ``snapshot`` chosen by ``layers`` (module or parameter names)."""
     names = [k for k in snapshot.grads if _selected(k, layers)]
     if layers is not None:
-        missing = [l for l in layers if not any(_selected(k, [l]) for k in snapshot.grads)]
+        missing = [layer for layer in layers if not any(_selected(k, [layer]) for k in snapshot.grads)]
         if missing:
             raise ValueError(f"no gradients for layers {missing}; have {sorted(snapshot.grads)}")
     return names
@@ -66,7 +67,7 @@ def select_output_names(snapshot, output_layers: Sequence[str] | None) -> list[s
     """Output keys of ``snapshot`` chosen by ``output_layers`` (None = all present)."""
     if output_layers is None:
         return list(snapshot.outputs)
-    missing = [l for l in output_layers if l not in snapshot.outputs]
+    missing = [layer for layer in output_layers if layer not in snapshot.outputs]
     if missing:
         raise ValueError(f"no outputs for layers {missing}; have {sorted(snapshot.outputs)}")
     return list(output_layers)
@@ -286,7 +287,8 @@ class NasrAttackNet(nn.Module):
                 comps.append(ConvComponent(*s.shape, conv_filters, fc_sizes, conv_dropout, clip, scaling))
         self.components = nn.ModuleList(comps)
         width = sum(c.out_dim for c in comps)
-        self.encoder = nn.Sequential(_mlp([width, *encoder_sizes], encoder_dropout), nn.Linear(encoder_sizes[-1], 1))
+        self.encoder = nn.Sequential(_mlp([width, *encoder_sizes], encoder_dropout),
+                                     nn.Linear(encoder_sizes[-1], 1))
 
     def fit_normalization(self, arrays: dict[str, np.ndarray]) -> None:
         """Fit every component's standardization on training arrays (never eval data)."""
@@ -321,7 +323,51 @@ def seeded_rng(seed: int, device):
     """Fork torch's RNG (CPU, plus the CUDA device if used) and seed it, so an attack's
     weight init and dropout depend on ``seed`` alone and the caller's RNG is left as it was."""
     dev = torch.device(device)
-    devices = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+    devices = []
+    if dev.type == "cuda":
+        devices = [dev.index if dev.index is not None else torch.cuda.current_device()]
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
+
+
+def train_one_epoch(opt: torch.optim.Optimizer, order: np.ndarray, batch_size: int,
+                    batch_loss: Callable[[np.ndarray], torch.Tensor]) -> float:
+    """One pass over ``order`` in batches of ``batch_size``: loss of each batch of record
+    indices by ``batch_loss(b)``, then one optimizer step. Returns the summed loss
+    (each batch's mean loss times its size)."""
+    total = 0.0
+    for i in range(0, len(order), batch_size):
+        b = order[i : i + batch_size]
+        loss = batch_loss(b)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        total += float(loss.detach()) * len(b)
+    return total
+
+
+def train_early_stopping(net: nn.Module, *, epochs: int, patience: int, train_epoch: Callable[[], float],
+                         val_loss: Callable[[], float] | None) -> tuple[list[dict], int]:
+    """Up to ``epochs`` calls of ``train_epoch()`` (net in train mode; returns the mean
+    training loss). The monitored loss is ``val_loss()`` when given, else the training
+    loss; training stops after ``patience`` epochs without an improvement of 1e-4 (only
+    with a validation loss), and the best epoch's weights are loaded back.
+    Returns (history: one dict per epoch, best epoch)."""
+    best, best_state, bad, best_epoch = np.inf, copy.deepcopy(net.state_dict()), 0, 0
+    history: list[dict] = []
+    for epoch in range(epochs):
+        net.train()
+        rec = {"epoch": epoch, "train_loss": train_epoch()}
+        if val_loss is not None:
+            rec["val_loss"] = val_loss()
+        history.append(rec)
+        monitor = rec.get("val_loss", rec["train_loss"])
+        if monitor < best - 1e-4:
+            best, best_state, bad, best_epoch = monitor, copy.deepcopy(net.state_dict()), 0, epoch
+        else:
+            bad += 1
+            if val_loss is not None and bad >= patience:
+                break
+    net.load_state_dict(best_state)
+    return history, best_epoch

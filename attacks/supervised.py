@@ -8,7 +8,6 @@ off from that same knowledge: ``fit`` never sees evaluation records.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 
 import numpy as np
@@ -16,8 +15,10 @@ import torch
 from scipy.special import expit
 from sklearn.model_selection import train_test_split
 
+from attacks.base import MembershipAttack, at_least, in_interval, one_of, positive
 from attacks.metrics import choose_threshold
 from attacks.nasr import (
+    SCALINGS,
     NasrAttackNet,
     batch_tensors,
     check_specs,
@@ -25,6 +26,8 @@ from attacks.nasr import (
     predict_logits,
     seeded_rng,
     specs_for,
+    train_early_stopping,
+    train_one_epoch,
 )
 
 
@@ -39,7 +42,7 @@ def split_known(is_member: np.ndarray, val_fraction: float, seed: int) -> tuple[
     return np.sort(tr), np.sort(va)
 
 
-class NasrAttack:
+class NasrAttack(MembershipAttack):
     """Supervised Nasr attack over one or more snapshots.
 
     Feature choice: ``layers`` (gradient modules/params; None = every gradient in the
@@ -56,10 +59,27 @@ class NasrAttack:
     slightly better than per-element standardization. With tens of thousands of known
     records, as in the paper, more filters pay off.
 
+    ``fit(features, is_member)``: features = list of FeatureSet (one per snapshot) or a
+    single FeatureSet of the attacker's n known records; is_member (n,) 0/1, required.
+    ``score_samples``: (n,) P(member) in [0, 1].
+
     After ``fit``: ``threshold_`` (on score scale, chosen on the validation part),
     ``train_idx_`` / ``val_idx_`` (positions within the known data), ``best_epoch_``,
-    ``history_`` (list of dicts per epoch).
+    ``history_`` (list of dicts per epoch), ``net_``, ``specs_``.
     """
+
+    _param_rules = {
+        "conv_filters": positive(),
+        "conv_dropout": in_interval(0.0, 1.0, closed_high=True),
+        "encoder_dropout": in_interval(0.0, 1.0, closed_high=True),
+        "grad_scaling": one_of(*SCALINGS),
+        "lr": positive(),
+        "weight_decay": at_least(0.0),
+        "epochs": positive(),
+        "batch_size": positive(),
+        "val_fraction": in_interval(0.0, 1.0),
+        "patience": positive(),
+    }
 
     def __init__(
         self,
@@ -87,12 +107,15 @@ class NasrAttack:
     ):
         self.layers = None if layers is None else list(layers)
         self.output_layers = None if output_layers is None else list(output_layers)
-        self.use_outputs, self.use_loss, self.use_label, self.use_grads = use_outputs, use_loss, use_label, use_grads
+        self.use_outputs, self.use_loss = use_outputs, use_loss
+        self.use_label, self.use_grads = use_label, use_grads
         self.conv_filters = conv_filters
-        self.fc_sizes, self.encoder_sizes, self.conv_dropout = tuple(fc_sizes), tuple(encoder_sizes), conv_dropout
+        self.fc_sizes, self.encoder_sizes = tuple(fc_sizes), tuple(encoder_sizes)
+        self.conv_dropout = conv_dropout
         self.grad_scaling, self.encoder_dropout = grad_scaling, encoder_dropout
         self.lr, self.weight_decay = lr, weight_decay
-        self.epochs, self.batch_size, self.val_fraction, self.patience = epochs, batch_size, val_fraction, patience
+        self.epochs, self.batch_size = epochs, batch_size
+        self.val_fraction, self.patience = val_fraction, patience
         self.seed, self.device = seed, device
 
     def _inputs(self, features) -> dict[str, np.ndarray]:
@@ -101,86 +124,85 @@ class NasrAttack:
             use_loss=self.use_loss, use_label=self.use_label, use_grads=self.use_grads,
         )
 
-    def fit(self, features, is_member) -> "NasrAttack":
+    def fit(self, features, is_member=None) -> NasrAttack:
         """Train on the attacker's known records.
 
         features: list of FeatureSet (one per snapshot) or a single FeatureSet, n records;
-        is_member: (n,) 0/1. Returns self.
+        is_member: (n,) 0/1 (required). Returns self.
         """
+        self._validate_params()
+        self._require_labels(is_member)
         arrays = self._inputs(features)
-        y = np.asarray(is_member).reshape(-1).astype(np.int64)
-        if len(y) != len(next(iter(arrays.values()))):
-            raise ValueError("is_member length differs from the number of records")
-        if y.min() == y.max():
-            raise ValueError("known data must contain both members and non-members")
+        y = self._check_labels(is_member, arrays)
         self.specs_ = specs_for(arrays)
         tr, va = split_known(y, self.val_fraction, self.seed)
         self.train_idx_, self.val_idx_ = tr, va
         rng = np.random.default_rng(self.seed)
         dev = torch.device(self.device)
-        yt = torch.from_numpy(y.astype(np.float32)).to(dev)
-
         with seeded_rng(self.seed, dev):
-            net = NasrAttackNet(
-                self.specs_, fc_sizes=self.fc_sizes, conv_filters=self.conv_filters,
-                conv_dropout=self.conv_dropout, encoder_sizes=self.encoder_sizes, grad_scaling=self.grad_scaling,
-                encoder_dropout=self.encoder_dropout,
-            )
-            # Normalization statistics from the training part only: the validation part
-            # stays an honest stand-in for unseen records.
-            net.fit_normalization({k: a[tr] for k, a in arrays.items()})
-            net.to(dev)
-            opt = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-            # Reweight so unbalanced knowledge still trains a balanced decision.
-            pos = float(y[tr].sum())
-            pos_weight = torch.tensor((len(tr) - pos) / max(pos, 1.0), device=dev)
-            loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
-
-            val_arrays = {k: a[va] for k, a in arrays.items()}
-            best_loss, best_state, bad = np.inf, copy.deepcopy(net.state_dict()), 0
-            self.history_, self.best_epoch_ = [], 0
-            for epoch in range(self.epochs):
-                net.train()
-                order = rng.permutation(tr)
-                total = 0.0
-                for i in range(0, len(order), self.batch_size):
-                    b = order[i : i + self.batch_size]
-                    loss = loss_fn(net(batch_tensors(arrays, b, dev)), yt[b])
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-                    total += float(loss.detach()) * len(b)
-                rec = {"epoch": epoch, "train_loss": total / len(tr)}
-                if len(va):
-                    with torch.no_grad():
-                        logits = torch.from_numpy(predict_logits(net, val_arrays, 1024, dev)).float().to(dev)
-                        rec["val_loss"] = float(loss_fn(logits, yt[va]))
-                self.history_.append(rec)
-                monitor = rec.get("val_loss", rec["train_loss"])
-                if monitor < best_loss - 1e-4:
-                    best_loss, best_state, bad, self.best_epoch_ = monitor, copy.deepcopy(net.state_dict()), 0, epoch
-                else:
-                    bad += 1
-                    if len(va) and bad >= self.patience:
-                        break
-            net.load_state_dict(best_state)
+            net = self._build_net(arrays, tr, dev)
+            self._train(net, arrays, y, rng, dev)
         self.net_ = net
         thr_idx = va if len(va) else tr
         self.threshold_ = choose_threshold(self.score_arrays(arrays)[thr_idx], y[thr_idx])
         return self
+
+    @staticmethod
+    def _check_labels(is_member, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        y = np.asarray(is_member).reshape(-1).astype(np.int64)
+        if len(y) != len(next(iter(arrays.values()))):
+            raise ValueError("is_member length differs from the number of records")
+        if y.min() == y.max():
+            raise ValueError("known data must contain both members and non-members")
+        return y
+
+    def _build_net(self, arrays: dict[str, np.ndarray], tr: np.ndarray, dev: torch.device) -> NasrAttackNet:
+        net = NasrAttackNet(
+            self.specs_, fc_sizes=self.fc_sizes, conv_filters=self.conv_filters,
+            conv_dropout=self.conv_dropout, encoder_sizes=self.encoder_sizes, grad_scaling=self.grad_scaling,
+            encoder_dropout=self.encoder_dropout,
+        )
+        # Normalization statistics from the training part only: the validation part
+        # stays an honest stand-in for unseen records.
+        net.fit_normalization({k: a[tr] for k, a in arrays.items()})
+        net.to(dev)
+        return net
+
+    def _train(self, net: NasrAttackNet, arrays: dict[str, np.ndarray], y: np.ndarray,
+               rng: np.random.Generator, dev: torch.device) -> None:
+        """Adam with early stopping on the validation part; sets ``history_``, ``best_epoch_``."""
+        tr, va = self.train_idx_, self.val_idx_
+        yt = torch.from_numpy(y.astype(np.float32)).to(dev)
+        opt = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        # Reweight so unbalanced knowledge still trains a balanced decision.
+        pos = float(y[tr].sum())
+        pos_weight = torch.tensor((len(tr) - pos) / max(pos, 1.0), device=dev)
+        loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+        val_arrays = {k: a[va] for k, a in arrays.items()}
+
+        def train_epoch() -> float:
+            total = train_one_epoch(opt, rng.permutation(tr), self.batch_size,
+                                    lambda b: loss_fn(net(batch_tensors(arrays, b, dev)), yt[b]))
+            return total / len(tr)
+
+        def val_loss() -> float:
+            with torch.no_grad():
+                logits = torch.from_numpy(predict_logits(net, val_arrays, 1024, dev)).float().to(dev)
+                return float(loss_fn(logits, yt[va]))
+
+        self.history_, self.best_epoch_ = train_early_stopping(
+            net, epochs=self.epochs, patience=self.patience, train_epoch=train_epoch,
+            val_loss=val_loss if len(va) else None,
+        )
 
     def score_arrays(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
         """(n,) P(member) from already collected inputs (see :func:`collect_inputs`)."""
         logits = predict_logits(self.net_, arrays, 1024, torch.device(self.device))
         return expit(logits)  # float64 sigmoid: fewer ties than float32
 
-    def score(self, features) -> np.ndarray:
+    def score_samples(self, features) -> np.ndarray:
         """(n,) P(member) in [0, 1] for each record of ``features`` (same snapshots,
         same feature choice as at fit time)."""
         arrays = self._inputs(features)
         check_specs(self.specs_, arrays)
         return self.score_arrays(arrays)
-
-    def predict(self, features) -> np.ndarray:
-        """(n,) 0/1 using ``threshold_``."""
-        return (self.score(features) >= self.threshold_).astype(np.int64)

@@ -10,7 +10,6 @@ are small). Scores are the codes, signed so that the member cluster lies higher.
 
 from __future__ import annotations
 
-import copy
 import warnings
 from collections.abc import Sequence
 
@@ -19,9 +18,11 @@ import torch
 from sklearn.cluster import SpectralClustering
 from torch import nn
 
+from attacks.base import MembershipAttack, at_least, in_interval, one_of, positive
 from attacks.metrics import choose_threshold
 from attacks.nasr import (
     LOSS_EPS,
+    SCALINGS,
     NasrAttackNet,
     as_snapshots,
     batch_tensors,
@@ -31,6 +32,8 @@ from attacks.nasr import (
     seeded_rng,
     select_grad_names,
     specs_for,
+    train_early_stopping,
+    train_one_epoch,
 )
 
 
@@ -77,7 +80,7 @@ class _AutoEncoder(nn.Module):
         return code, self.decoder(code.unsqueeze(1))
 
 
-class UnsupervisedAttack:
+class UnsupervisedAttack(MembershipAttack):
     """Encoder-decoder + spectral clustering; no membership labels needed.
 
     Feature choice and model sizes as in :class:`attacks.supervised.NasrAttack`.
@@ -87,10 +90,28 @@ class UnsupervisedAttack:
     (n_clusters=2, nearest-neighbour affinity, ``random_state=seed``) on the
     standardized codes of at most ``max_cluster_points`` records.
 
+    ``fit(features, is_member=None)``: features = list of FeatureSet of the records to
+    be scored (n records); ``is_member`` is ignored (``needs_labels = False``).
+    ``score_samples``: (n,) signed code, continuous and unbounded.
+
     After ``fit``: ``sign_`` (+1/-1 orientation of the code), ``threshold_`` (score
     that best reproduces the clusters), ``cluster_member_`` (0/1 per fitted record, or
-    per clustered subsample when n > max_cluster_points, with ``cluster_idx_``).
+    per clustered subsample when n > max_cluster_points, with ``cluster_idx_``),
+    ``history_``, ``net_``, ``specs_``.
     """
+
+    needs_labels = False
+    _param_rules = {
+        "conv_filters": positive(),
+        "grad_scaling": one_of(*SCALINGS),
+        "lr": positive(),
+        "epochs": positive(),
+        "batch_size": positive(),
+        "val_fraction": in_interval(0.0, 1.0),
+        "patience": positive(),
+        "n_neighbors": at_least(1),
+        "max_cluster_points": at_least(2),
+    }
 
     def __init__(
         self,
@@ -118,7 +139,8 @@ class UnsupervisedAttack:
     ):
         self.layers = None if layers is None else list(layers)
         self.output_layers = None if output_layers is None else list(output_layers)
-        self.use_outputs, self.use_loss, self.use_label, self.use_grads = use_outputs, use_loss, use_label, use_grads
+        self.use_outputs, self.use_loss = use_outputs, use_loss
+        self.use_label, self.use_grads = use_label, use_grads
         self.conv_filters, self.grad_scaling = conv_filters, grad_scaling
         self.fc_sizes, self.encoder_sizes = tuple(fc_sizes), tuple(encoder_sizes)
         self.decoder_sizes = tuple(decoder_sizes)
@@ -136,61 +158,65 @@ class UnsupervisedAttack:
     def _codes(self, arrays) -> np.ndarray:
         return predict_logits(self.net_.encoder, arrays, 1024, torch.device(self.device))
 
-    def fit(self, features) -> "UnsupervisedAttack":
-        """Train on the target records' features (list of FeatureSet, n records); no labels."""
+    def fit(self, features, is_member=None) -> UnsupervisedAttack:
+        """Train on the target records' features (list of FeatureSet, n records); no
+        labels: ``is_member`` is ignored."""
+        self._validate_params()
         arrays = self._inputs(features)
-        summary = summary_features(features, self.layers, self.use_grads)
-        n = len(summary)
-        self.summary_mean_ = summary.mean(0)
-        self.summary_std_ = np.maximum(summary.std(0), 1e-6)
-        target = ((summary - self.summary_mean_) / self.summary_std_).astype(np.float32)
+        target = self._reconstruction_target(features)
+        n = len(target)
         self.specs_ = specs_for(arrays)
         rng = np.random.default_rng(self.seed)
         perm = rng.permutation(n)
         n_val = int(round(self.val_fraction * n)) if n >= 10 else 0
         va, tr = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+        self.net_ = self._train(arrays, target, tr, va, rng)
+        self._cluster(self._codes(arrays), features, rng)
+        return self
+
+    def _reconstruction_target(self, features) -> np.ndarray:
+        """Standardized summary features (n, k) float32; sets ``summary_mean_/std_``."""
+        summary = summary_features(features, self.layers, self.use_grads)
+        self.summary_mean_ = summary.mean(0)
+        self.summary_std_ = np.maximum(summary.std(0), 1e-6)
+        return ((summary - self.summary_mean_) / self.summary_std_).astype(np.float32)
+
+    def _train(self, arrays: dict[str, np.ndarray], target: np.ndarray, tr: np.ndarray, va: np.ndarray,
+               rng: np.random.Generator) -> _AutoEncoder:
+        """The autoencoder trained on records ``tr``, early-stopped on ``va``; sets ``history_``."""
         dev = torch.device(self.device)
         tgt = torch.from_numpy(target).to(dev)
-
         with seeded_rng(self.seed, dev):
             enc = NasrAttackNet(self.specs_, fc_sizes=self.fc_sizes, conv_filters=self.conv_filters,
                                 encoder_sizes=self.encoder_sizes, grad_scaling=self.grad_scaling)
             enc.fit_normalization({k: a[tr] for k, a in arrays.items()})
             net = _AutoEncoder(enc, target.shape[1], self.decoder_sizes).to(dev)
             opt = torch.optim.Adam(net.parameters(), lr=self.lr)
-            best, best_state, bad = np.inf, copy.deepcopy(net.state_dict()), 0
-            self.history_ = []
-            for epoch in range(self.epochs):
-                net.train()
-                order = rng.permutation(tr)
-                total = 0.0
-                for i in range(0, len(order), self.batch_size):
-                    b = order[i : i + self.batch_size]
-                    _, rec = net(batch_tensors(arrays, b, dev))
-                    loss = ((rec - tgt[b]) ** 2).mean()
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-                    total += float(loss.detach()) * len(b)
-                h = {"epoch": epoch, "train_loss": total / len(tr)}
-                if len(va):
-                    net.eval()
-                    with torch.no_grad():
-                        sse = sum(float(((net(batch_tensors(arrays, b, dev))[1] - tgt[b]) ** 2).sum())
-                                  for b in np.array_split(va, -(-len(va) // 1024)))
-                    h["val_loss"] = sse / target[va].size
-                self.history_.append(h)
-                monitor = h.get("val_loss", h["train_loss"])
-                if monitor < best - 1e-4:
-                    best, best_state, bad = monitor, copy.deepcopy(net.state_dict()), 0
-                else:
-                    bad += 1
-                    if len(va) and bad >= self.patience:
-                        break
-            net.load_state_dict(best_state)
-        self.net_ = net
 
-        codes = self._codes(arrays)
+            def batch_loss(b: np.ndarray) -> torch.Tensor:
+                _, rec = net(batch_tensors(arrays, b, dev))
+                return ((rec - tgt[b]) ** 2).mean()
+
+            def train_epoch() -> float:
+                return train_one_epoch(opt, rng.permutation(tr), self.batch_size, batch_loss) / len(tr)
+
+            def val_loss() -> float:
+                net.eval()
+                with torch.no_grad():
+                    sse = sum(float(((net(batch_tensors(arrays, b, dev))[1] - tgt[b]) ** 2).sum())
+                              for b in np.array_split(va, -(-len(va) // 1024)))
+                return sse / target[va].size
+
+            self.history_, _ = train_early_stopping(
+                net, epochs=self.epochs, patience=self.patience, train_epoch=train_epoch,
+                val_loss=val_loss if len(va) else None,
+            )
+        return net
+
+    def _cluster(self, codes: np.ndarray, features, rng: np.random.Generator) -> None:
+        """Split the codes in two; sets ``sign_``, ``cluster_idx_``, ``cluster_member_``,
+        ``threshold_``."""
+        n = len(codes)
         # Spectral clustering is O(n^2) in memory: cluster a seeded subsample if large.
         idx = np.arange(n)
         if n > self.max_cluster_points:
@@ -199,7 +225,8 @@ class UnsupervisedAttack:
         z = (c - c.mean()) / (c.std() + 1e-12)
         sc = SpectralClustering(n_clusters=2, affinity="nearest_neighbors",
                                 n_neighbors=min(self.n_neighbors, len(idx) - 1), random_state=self.seed)
-        with warnings.catch_warnings():  # "graph is not fully connected" is expected when clusters separate well
+        # "graph is not fully connected" is expected when the clusters separate well.
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             labels = sc.fit_predict(z.reshape(-1, 1))
         gn = mean_grad_norm(features, self.layers)[idx]
@@ -212,14 +239,9 @@ class UnsupervisedAttack:
         self.sign_ = 1.0 if c[member == 1].mean() >= c[member == 0].mean() else -1.0
         self.cluster_idx_, self.cluster_member_ = idx, member
         self.threshold_ = choose_threshold(self.sign_ * c, member)
-        return self
 
-    def score(self, features) -> np.ndarray:
+    def score_samples(self, features) -> np.ndarray:
         """(n,) signed code, higher = more member-like (continuous, unbounded)."""
         arrays = self._inputs(features)
         check_specs(self.specs_, arrays)
         return self.sign_ * self._codes(arrays)
-
-    def predict(self, features) -> np.ndarray:
-        """(n,) 0/1: 1 = falls on the member cluster's side of ``threshold_``."""
-        return (self.score(features) >= self.threshold_).astype(np.int64)

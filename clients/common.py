@@ -1,4 +1,4 @@
-"""What honest and malicious participants share: loading the plan and data, local training,
+"""What honest and malicious participants share: loading the plan's data, local training,
 and the reply shape FedAvg requires (one ArrayRecord, one MetricRecord with num-examples)."""
 
 from __future__ import annotations
@@ -7,43 +7,34 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
+from flwr.app import Message, MetricRecord, RecordDict
 
-from fl_sim.models import build_model
-from fl_sim.plan import ClientPlan, client_seed
+from fl_sim.plan import ClientPlan
+from fl_sim.records import PARTITION_KEY, arrays_to_record
+from fl_sim.runtime import client_seed
 from fl_sim.snapshots import SnapshotStore
-from fl_sim.training import set_arrays, train_epochs
+from fl_sim.training import train_epochs
 
 
-def record_to_arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
-    return {k: v.numpy() for k, v in record.items()}
-
-
-def arrays_to_record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
-    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})
+def load_records(plan: ClientPlan, idx) -> tuple[np.ndarray, np.ndarray]:
+    """Records ``idx`` of the plan's dataset, memory-mapped (the parse happened once, in the
+    runner) and copied out as float32 / int64."""
+    x = np.load(plan.x_path, mmap_mode="r")
+    y = np.load(plan.y_path, mmap_mode="r")
+    idx = np.asarray(idx, dtype=np.int64)
+    return np.asarray(x[idx], dtype=np.float32), np.asarray(y[idx], dtype=np.int64)
 
 
 def load_partition(plan: ClientPlan, pid: int) -> tuple[np.ndarray, np.ndarray]:
-    # memory-mapped: the parse happened once, in the runner
-    x = np.load(plan.x_path, mmap_mode="r")
-    y = np.load(plan.y_path, mmap_mode="r")
-    idx = np.asarray(plan.train[pid], dtype=np.int64)
-    return np.asarray(x[idx], dtype=np.float32), np.asarray(y[idx], dtype=np.int64)
+    return load_records(plan, plan.train[pid])
 
 
 def record_received(plan: ClientPlan, pid: int, round_: int,
                     arrays: dict[str, np.ndarray]) -> None:
-    """Write what this participant received into the setting's snapshot store (to disk:
+    """Write what this participant received into the training's snapshot store (to disk:
     Ray may run the next round in another worker process)."""
     SnapshotStore(Path(plan.store_dir), writer=f"p{pid}",
                   keep_rounds=plan.keep_rounds).put(round_, pid, "received", arrays)
-
-
-def model_from(plan: ClientPlan, arrays: dict[str, np.ndarray]) -> torch.nn.Module:
-    model = build_model(plan.model_name, tuple(plan.input_shape), plan.num_classes,
-                        **plan.model_options)
-    set_arrays(model, arrays)
-    return model
 
 
 def local_train(plan: ClientPlan, pid: int, round_: int, model: torch.nn.Module,
@@ -64,7 +55,7 @@ def local_train(plan: ClientPlan, pid: int, round_: int, model: torch.nn.Module,
 
 def reply(msg: Message, arrays: dict[str, np.ndarray], pid: int, num_examples: int,
           loss: float, extra: dict | None = None) -> Message:
-    metrics = {"num-examples": int(num_examples), "partition-id": int(pid),
+    metrics = {"num-examples": int(num_examples), PARTITION_KEY: int(pid),
                "train-loss": float(loss)}
     metrics.update(extra or {})
     content = RecordDict({"arrays": arrays_to_record(arrays), "metrics": MetricRecord(metrics)})

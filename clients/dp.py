@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from fl_sim.io import atomic_write_bytes
 from fl_sim.plan import ClientPlan
-from fl_sim.snapshots import atomic_write_bytes
 
 DELTA = 1e-5
 

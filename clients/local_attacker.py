@@ -8,27 +8,32 @@ Its reply has exactly the shape of an honest one.
 
 from __future__ import annotations
 
-import numpy as np
 from flwr.app import Message
 
 from attacks.active import gradient_ascent
-from clients.common import (load_partition, local_train, model_from, record_received,
-                            record_to_arrays, reply)
-from fl_sim.plan import ClientPlan
-from fl_sim.training import get_arrays
+from clients.common import load_partition, load_records, local_train, record_received, reply
+from fl_sim.models import get_arrays, model_from
+from fl_sim.plan import ClientPlan, LocalAttackPlan
+from fl_sim.records import record_to_arrays
 
 
-def malicious_train(plan: ClientPlan, pid: int, round_: int, msg: Message) -> Message:
-    received = record_to_arrays(msg.content["arrays"])
+def malicious_train(plan: ClientPlan, attack: LocalAttackPlan, round_: int,
+                    received_record) -> tuple[dict, int, float, dict]:
+    """One round of the local attacker; returns (upload, num_examples, loss, metrics)."""
+    pid = attack.participant
+    received = record_to_arrays(received_record)
     # what it received at the start of round r is the global model after round r-1
     record_received(plan, pid, round_, received)
-    model = model_from(plan, received)
+    model = model_from(plan.model_spec(), received)
     x, y = load_partition(plan, pid)
     loss, extra = local_train(plan, pid, round_, model, x, y)
-    if plan.local_active and round_ in plan.ascent_rounds and plan.local_targets:
-        xs = np.load(plan.x_path, mmap_mode="r")
-        ys = np.load(plan.y_path, mmap_mode="r")
-        idx = np.asarray(plan.local_targets, dtype=np.int64)
-        gradient_ascent(model, np.asarray(xs[idx], np.float32), np.asarray(ys[idx], np.int64),
-                        plan.gamma)
-    return reply(msg, get_arrays(model), pid, len(y), loss, extra)
+    if attack.active and round_ in attack.ascent_rounds and attack.targets:
+        tx, ty = load_records(plan, attack.targets)
+        gradient_ascent(model, tx, ty, attack.gamma)
+    return get_arrays(model), len(y), loss, extra
+
+
+def malicious_reply(plan: ClientPlan, attack: LocalAttackPlan, round_: int,
+                    msg: Message) -> Message:
+    upload, n, loss, extra = malicious_train(plan, attack, round_, msg.content["arrays"])
+    return reply(msg, upload, attack.participant, n, loss, extra)

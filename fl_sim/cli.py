@@ -146,7 +146,7 @@ def _cmd_attack(args) -> int:
 
 def _cmd_validate(args) -> int:
     from fl_sim.config import load_config
-    from fl_sim.experiment import check_names
+    from fl_sim.target import check_names
 
     cfg = load_config(args.config, args.overrides)
     check_names(cfg)

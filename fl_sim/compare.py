@@ -14,12 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
+from fl_sim import catalog
 from fl_sim.config import Config
 from fl_sim.errors import FlSimError
-from fl_sim.experiment import check_names, run_experiment
-from fl_sim.fedrun import SETTING_OF_ATTACK
-from fl_sim.rundir import prepare_run_dir, write_json
-from fl_sim.snapshots import atomic_write_bytes
+from fl_sim.experiment import reattack, run_experiment
+from fl_sim.io import atomic_write_bytes, write_json
+from fl_sim.rundir import prepare_run_dir
+from fl_sim.target import check_names
 
 
 def _ms(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
@@ -64,7 +65,7 @@ def tabulate(per_seed: list[dict], attacks: list[str]) -> tuple[str, list[list[s
         acc = metric(a, lambda x: x["accuracy"])
         auc = metric(a, lambda x: x["auc"])
         tpr = metric(a, lambda x: x["tpr_at_fpr"]["0.01"])
-        setting = SETTING_OF_ATTACK.get(a, "passive")
+        setting = catalog.get(a).training_for("federated").name
         tr = [r["settings"][setting]["train_acc"] for r in per_seed if setting in r["settings"]]
         te = [r["settings"][setting]["test_acc"] for r in per_seed if setting in r["settings"]]
         md.append(f"| {a} | {_ms(acc)} | {_ms(auc, 1, 3)} | {_ms(tpr)} | {_ms(tr)} | "
@@ -121,13 +122,8 @@ def run_compare(cfg: Config, seeds: int, out: str | Path | None, *, overwrite: b
     csv.writer(buf).writerows(rows)
     atomic_write_bytes(out / "table.csv", buf.getvalue().encode())
     if epoch_sets:
-        from fl_sim.experiment import reattack
-
-        rows = []
-        for r in per_seed:
-            for es in epoch_sets:
-                rows.append(reattack(out / f"seed-{r['seed']}",
-                                     [f"attack.epochs={list(es)}"], echo=lambda *a: None))
+        rows = [reattack(out / f"seed-{r['seed']}", [f"attack.epochs={list(es)}"])
+                for r in per_seed for es in epoch_sets]
         atomic_write_bytes(out / "table_epochs.md", (epochs_table(rows) + "\n").encode())
     write_json(out / "compare.json", {"seeds": [r["seed"] for r in per_seed], "wall_s": wall,
                                       "attacks": cfg.attack.names})

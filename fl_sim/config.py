@@ -15,31 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from fl_sim import catalog
 from fl_sim.errors import ConfigError
-
-ATTACK_NAMES = (
-    # stand-alone / fine-tuning scenarios
-    "standalone_whitebox",
-    "standalone_unsupervised",
-    "standalone_compact",
-    "standalone_blackbox_shadow",
-    "loss_threshold",
-    "calibrated",
-    "finetune_d_vs_delta",
-    "finetune_d_vs_nonmembers",
-    "finetune_delta_vs_nonmembers",
-    # federated
-    "global_passive",
-    "global_gradient_ascent",
-    "global_isolating",
-    "global_isolating_gradient_ascent",
-    "local_passive",
-    "local_gradient_ascent",
-    "global_calibrated",
-    "global_compact",
-    "global_unsupervised",
-)
-DEFENSE_NAMES = ("none", "dp_sgd")
 
 
 class _Section(BaseModel):
@@ -89,7 +66,9 @@ class AttackConfig(_Section):
     target_participant: int = Field(0, ge=0)
     epochs: list[int] | None = None  # rounds whose snapshots the attack uses; None: last few
     gamma: float = 1.0
-    ascent_rounds: list[int] | None = None  # rounds where active attacks push; None: attack.epochs
+    # rounds where active attacks push; None: the attack epochs (global attacker) or the
+    # round before each (local attacker: the others react in the round after its push)
+    ascent_rounds: list[int] | None = None
     known_fraction: float = Field(0.5, gt=0, lt=1)  # share of each member set the attacker knows
     layers: list[str] | str = "last"  # gradient layers: "last", "last2", "all" or module names
     output_layers: list[str] = Field(default_factory=list)
@@ -103,9 +82,10 @@ class AttackConfig(_Section):
     @field_validator("names")
     @classmethod
     def _known_attacks(cls, v: list[str]) -> list[str]:
+        valid = catalog.names()
         for n in v:
-            if n not in ATTACK_NAMES:
-                raise ValueError(f"unknown attack {n!r}; valid: {', '.join(ATTACK_NAMES)}")
+            if n not in valid:
+                raise ValueError(f"unknown attack {n!r}; valid: {', '.join(valid)}")
         return v
 
     @field_validator("gamma")
@@ -124,8 +104,8 @@ class DefenseConfig(_Section):
     @field_validator("name")
     @classmethod
     def _known_defense(cls, v: str) -> str:
-        if v not in DEFENSE_NAMES:
-            raise ValueError(f"unknown defense {v!r}; valid: {', '.join(DEFENSE_NAMES)}")
+        if v not in catalog.DEFENSES:
+            raise ValueError(f"unknown defense {v!r}; valid: {', '.join(catalog.DEFENSES)}")
         return v
 
 
@@ -157,6 +137,10 @@ class Config(_Section):
         for r, parts in fed.fail.items():
             if not 1 <= int(r) <= fed.rounds or any(not 0 <= p < fed.participants for p in parts):
                 raise ValueError(f"federation.fail has round {r} or participants {parts} out of range")
+        try:
+            catalog.check_defense(self.defense.name, att.names, fed.mode)
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
         return self
 
     def attack_epochs(self) -> list[int]:
@@ -166,8 +150,12 @@ class Config(_Section):
         r = self.federation.rounds
         return list(range(max(1, r - 2), r + 1))
 
-    def ascent_rounds(self) -> list[int]:
-        return sorted(set(self.attack.ascent_rounds or self.attack_epochs()))
+    def ascent_rounds(self, local: bool = False) -> list[int]:
+        """Rounds in which an active attacker pushes (see ``attack.ascent_rounds``)."""
+        if self.attack.ascent_rounds:
+            return sorted(set(self.attack.ascent_rounds))
+        epochs = self.attack_epochs()
+        return sorted({e - 1 for e in epochs if e > 1}) if local else epochs
 
 
 # ---------------------------------------------------------------- loading

@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from contextlib import contextmanager
 from collections.abc import Callable
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -20,8 +20,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Strategy
 
-from clients.common import arrays_to_record
 from clients.participant import make_client_app
+from fl_sim.records import arrays_to_record
 
 
 class FederationError(RuntimeError):
@@ -52,18 +52,16 @@ def client_resources(num_cpus: float, num_gpus: float | None, participants: int)
     return {"num_cpus": float(num_cpus), "num_gpus": float(num_gpus)}
 
 
-def threads_for(num_cpus: float) -> int:
-    return max(1, int(num_cpus))
-
-
 def run_federation(*, strategy: Strategy, plan_path: str, participants: int, rounds: int,
-                   initial_arrays: dict[str, np.ndarray], num_cpus: float = 1.0,
+                   initial_arrays: dict[str, np.ndarray],
+                   attacker_plans: dict[int, str] | None = None, num_cpus: float = 1.0,
                    num_gpus: float | None = None, round_timeout_s: float = 600.0,
                    on_round: Callable[[int], None] | None = None, quiet: bool = True) -> None:
     """Run ``rounds`` rounds of federated training through Flower on Ray.
 
     ``strategy`` sees Flower's round numbers 1..rounds (a wrapper may shift them when
     resuming). ``on_round(r)`` is called after each round (progress reporting).
+    ``attacker_plans`` maps a malicious participant's id to its own plan file.
     """
     from flwr.simulation import run_simulation  # deprecated, but the one in-process entry
 
@@ -91,7 +89,8 @@ def run_federation(*, strategy: Strategy, plan_path: str, participants: int, rou
     }
     try:
         with quiet_flwr(quiet):
-            run_simulation(server_app=server_app, client_app=make_client_app(plan_path),
+            run_simulation(server_app=server_app,
+                           client_app=make_client_app(plan_path, attacker_plans),
                            num_supernodes=participants, backend_config=backend_config,
                            verbose_logging=False)
     except Exception as e:

@@ -1,8 +1,11 @@
-"""The run plan: everything a Flower client needs, as one JSON file in the run directory.
+"""The run plan: everything a Flower client needs, as JSON files in the run directory.
 
 Clients run in Ray worker processes that may change between rounds, and module globals do
 not survive there; a file does. The plan names memory-mapped ``.npy`` arrays rather than
 carrying data, so a client call costs a JSON read and an mmap, not a parse.
+
+Honest participants read only :class:`ClientPlan`; the malicious participant (the local
+attacker) also reads its own :class:`LocalAttackPlan`, a separate file.
 """
 
 from __future__ import annotations
@@ -11,10 +14,13 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from fl_sim.io import atomic_write_bytes
+from fl_sim.models import ModelSpec
+
 
 @dataclass
 class ClientPlan:
-    store_dir: str                   # the setting's snapshot store: clients write into it
+    store_dir: str                   # the training's snapshot store: clients write into it
     x_path: str
     y_path: str
     input_shape: list[int]
@@ -30,20 +36,15 @@ class ClientPlan:
     seed: int
     threads: int
     fail: dict[str, list[int]] = field(default_factory=dict)   # "round" -> participants that raise
-    # local attacker (a malicious participant); None when no local attack runs
-    local_attacker: int | None = None
-    local_active: bool = False
-    local_targets: list[int] = field(default_factory=list)      # records it pushes up the loss of
-    ascent_rounds: list[int] = field(default_factory=list)
-    gamma: float = 0.0
     keep_rounds: list[int] | None = None
     record_received: bool = False    # every participant records what it receives (audits)
-    # defense: DP-SGD via Opacus on every honest participant
-    dp: dict | None = None
+    dp: dict | None = None           # defense: DP-SGD via Opacus on every participant
+
+    def model_spec(self) -> ModelSpec:
+        return ModelSpec(self.model_name, tuple(self.input_shape), self.num_classes,
+                         dict(self.model_options))
 
     def save(self, path: Path) -> None:
-        from fl_sim.snapshots import atomic_write_bytes
-
         atomic_write_bytes(Path(path), json.dumps(asdict(self)).encode())
 
     @classmethod
@@ -51,6 +52,19 @@ class ClientPlan:
         return cls(**json.loads(Path(path).read_text()))
 
 
-def client_seed(seed: int, round_: int, participant: int) -> int:
-    """Seed of one participant's local training in one round: independent of scheduling."""
-    return (int(seed) * 1_000_003 + round_ * 1009 + participant) % (2**31 - 1)
+@dataclass
+class LocalAttackPlan:
+    """What only the malicious participant knows: the records it pushes up the loss of, and
+    when, with which step."""
+    participant: int
+    active: bool = False
+    targets: list[int] = field(default_factory=list)
+    ascent_rounds: list[int] = field(default_factory=list)
+    gamma: float = 0.0
+
+    def save(self, path: Path) -> None:
+        atomic_write_bytes(Path(path), json.dumps(asdict(self)).encode())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LocalAttackPlan":
+        return cls(**json.loads(Path(path).read_text()))

@@ -7,14 +7,13 @@ killed run can be resumed and is never mistaken for a finished one.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
 from pathlib import Path
 
 from fl_sim.errors import FlSimError
-from fl_sim.snapshots import atomic_write_bytes
+from fl_sim.io import read_json, write_json
 
 
 def default_run_dir(dataset: str, model: str) -> Path:
@@ -49,14 +48,6 @@ def prepare_run_dir(path: Path, *, overwrite: bool = False, resume: bool = False
     except OSError as e:
         raise FlSimError(f"output directory {path} is not writable: {e.strerror or e}") from None
     return path
-
-
-def write_json(path: Path, obj) -> None:
-    atomic_write_bytes(Path(path), (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
-
-
-def read_json(path: Path):
-    return json.loads(Path(path).read_text())
 
 
 def set_status(run_dir: Path, **fields) -> None:

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,6 +27,7 @@ from safetensors.numpy import load as st_load_bytes
 from safetensors.numpy import save as st_save_bytes
 
 from fl_sim.errors import SnapshotError
+from fl_sim.io import atomic_write_bytes
 
 ROLES = ("global", "upload", "sent", "received")
 INDEX = "index.json"
@@ -43,27 +42,6 @@ class SnapshotEntry:
     sha256: str
     bytes: int
     num_examples: int | None = None
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def _to_numpy(arrays: Mapping[str, object]) -> dict[str, np.ndarray]:

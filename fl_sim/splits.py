@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from fl_sim.errors import ConfigError
+from fl_sim.io import atomic_write_bytes
 
 
 @dataclass
@@ -43,8 +44,6 @@ class Split:
         return self.known_nonmembers + self.eval_nonmembers
 
     def save(self, path: Path) -> None:
-        from fl_sim.snapshots import atomic_write_bytes
-
         atomic_write_bytes(Path(path), json.dumps(asdict(self)).encode())
 
     @classmethod
@@ -57,6 +56,31 @@ class Split:
         idx = np.array(members[:k] + nonmembers[:k], dtype=np.int64)
         lab = np.r_[np.ones(k), np.zeros(k)].astype(np.int64)
         return idx, lab
+
+
+@dataclass(frozen=True)
+class TargetSets:
+    """The records one attack infers membership of, as balanced (indices, 0/1 labels):
+    ``known`` is the attacker's supervision, ``eval`` what it is judged on (disjoint)."""
+    known: np.ndarray
+    known_labels: np.ndarray
+    eval: np.ndarray
+    eval_labels: np.ndarray
+
+    def all_indices(self) -> np.ndarray:
+        """Known then evaluation records: every record an active attacker targets."""
+        return np.concatenate([self.known, self.eval])
+
+
+def target_sets(split: Split, participants: list[int]) -> TargetSets:
+    """The balanced target sets of the members of ``participants`` (in that order) against
+    the split's non-members. One participant: a victim's sets; all but the local attacker:
+    the union a local attacker infers. Used alike by the active step and the evaluation."""
+    known, known_lab = split.balanced([i for p in participants for i in split.known_members[p]],
+                                      split.known_nonmembers)
+    evals, eval_lab = split.balanced([i for p in participants for i in split.eval_members[p]],
+                                     split.eval_nonmembers)
+    return TargetSets(known, known_lab, evals, eval_lab)
 
 
 def make_split(n_records: int, participants: int, records_per_participant: int,

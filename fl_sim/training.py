@@ -6,8 +6,6 @@ that runs in any Ray worker, in any order, produces the same parameters.
 
 from __future__ import annotations
 
-from typing import Mapping
-
 import numpy as np
 import torch
 from torch import nn
@@ -87,13 +85,3 @@ def predict_logits(model: nn.Module, x, batch_size: int = 512) -> torch.Tensor:
 def predict_proba(model: nn.Module, x, batch_size: int = 512) -> np.ndarray:
     """Softmax outputs, (n, num_classes) float32."""
     return torch.softmax(predict_logits(model, x, batch_size), 1).numpy().astype(np.float32)
-
-
-def get_arrays(model: nn.Module) -> dict[str, np.ndarray]:
-    """The model's state_dict as numpy copies (parameters and buffers, in order)."""
-    return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
-
-
-def set_arrays(model: nn.Module, arrays: Mapping[str, np.ndarray]) -> None:
-    state = {k: torch.as_tensor(np.array(v)) for k, v in arrays.items()}
-    model.load_state_dict(state, strict=True)

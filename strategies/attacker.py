@@ -14,7 +14,10 @@ algorithm to ``inner`` and adds what a curious or malicious aggregator can do:
 
 Whatever is sent that differs from the plain aggregate is recorded with role ``sent``.
 Replies are sorted by participant before aggregation so that a run's numbers do not depend
-on the order in which Ray workers answered.
+on the order in which Ray workers answered. The record keys (arrays, config, the example
+count) are read from the wrapped strategy where Flower exposes them (FedAvg and its
+descendants do); a failed reply is recorded as a failure and handed on to the inner
+strategy, which decides what an error means for its aggregate.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from clients.common import arrays_to_record, record_to_arrays
+from fl_sim.records import PARTITION_KEY, QUERY_KEY, arrays_to_record, record_to_arrays
 from fl_sim.snapshots import SnapshotStore
 
 
@@ -63,6 +66,9 @@ class GlobalAttacker(Strategy):
         self.on_round_end = on_round_end
         self.discovery_timeout_s = 120.0
         self._discovered = False  # once per simulation: node ids change with each one
+        self.array_key = getattr(inner, "arrayrecord_key", "arrays")
+        self.config_key = getattr(inner, "configrecord_key", "config")
+        self.weight_key = getattr(inner, "weighted_by_key", "num-examples")
 
     def summary(self) -> None:
         self.inner.summary()
@@ -104,19 +110,17 @@ class GlobalAttacker(Strategy):
         Node ids are random per simulation, so after a resume the victim would otherwise stay
         unknown until it first replies, and one isolated round would be lost."""
         self._discovered = True
-        msgs = [Message(content=RecordDict({"config": ConfigRecord({"query": "partition-id"})}),
-                        message_type=MessageType.QUERY, dst_node_id=node)
+        question = RecordDict({"config": ConfigRecord({QUERY_KEY: PARTITION_KEY})})
+        msgs = [Message(content=question, message_type=MessageType.QUERY, dst_node_id=node)
                 for node in grid.get_node_ids()]
         for reply in grid.send_and_receive(msgs, timeout=self.discovery_timeout_s):
             if not reply.has_error():
-                pid = int(reply.content["metrics"]["partition-id"])
-                self.node_of[pid] = reply.metadata.src_node_id
+                self.node_of[_partition(reply)] = reply.metadata.src_node_id
 
-    @staticmethod
-    def _fresh_message(msg: Message, payload: dict[str, np.ndarray]) -> Message:
+    def _fresh_message(self, msg: Message, payload: dict[str, np.ndarray]) -> Message:
         # FedAvg shares one RecordDict across all messages: never edit it, build a new one.
-        content = RecordDict({"arrays": arrays_to_record(payload),
-                              "config": ConfigRecord(dict(msg.content["config"]))})
+        content = RecordDict({self.array_key: arrays_to_record(payload),
+                              self.config_key: ConfigRecord(dict(msg.content[self.config_key]))})
         return Message(content=content, message_type=msg.metadata.message_type,
                        dst_node_id=msg.metadata.dst_node_id)
 
@@ -131,17 +135,17 @@ class GlobalAttacker(Strategy):
         rnd = server_round + self.round_offset
         replies = list(replies)
         ok = [m for m in replies if not m.has_error()]
-        ok.sort(key=lambda m: int(m.content["metrics"]["partition-id"]))
+        ok.sort(key=_partition)
         seen = set()
         for m in ok:
-            pid = int(m.content["metrics"]["partition-id"])
+            pid = _partition(m)
             seen.add(pid)
             self.node_of[pid] = m.metadata.src_node_id
-            upload = record_to_arrays(m.content["arrays"])
+            upload = record_to_arrays(m.content[self.array_key])
             self.last_upload[pid] = upload
             # an isolated victim's uploads are always kept: a resumed run needs the last one
             self.store.put(rnd, pid, "upload", upload,
-                           num_examples=int(m.content["metrics"]["num-examples"]),
+                           num_examples=int(_metrics(m)[self.weight_key]),
                            force=self.settings.isolate and pid == self.settings.victim)
         for pid in range(self.participants):
             if pid not in seen:
@@ -165,3 +169,12 @@ class GlobalAttacker(Strategy):
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
                            ) -> MetricRecord | None:
         return self.inner.aggregate_evaluate(server_round + self.round_offset, replies)
+
+
+def _metrics(msg: Message) -> MetricRecord:
+    """The reply's one MetricRecord (FedAvg requires exactly one), whatever its key."""
+    return next(iter(msg.content.metric_records.values()))
+
+
+def _partition(msg: Message) -> int:
+    return int(_metrics(msg)[PARTITION_KEY])

@@ -5,10 +5,13 @@ loss, and the victim's next local epoch lowers its members' loss more than non-m
 import numpy as np
 import pytest
 
-from fl_sim.experiment import load_data, make_run_split
-from fl_sim.fedrun import SETTINGS, build_target_model, global_targets, run_setting
+from fl_sim.catalog import TRAININGS
+from fl_sim.federated import train_federated
+from fl_sim.models import model_from
 from fl_sim.snapshots import SnapshotStore
-from fl_sim.training import evaluate, set_arrays
+from fl_sim.splits import target_sets
+from fl_sim.target import load_data, make_run_split, model_spec
+from fl_sim.training import evaluate
 from tests.conftest import tiny_config
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
@@ -23,7 +26,7 @@ def runs(tmp_path_factory):
     data = load_data(cfg)
     split = make_run_split(cfg, len(data.y))
     for name in ("global_isolating", "global_gradient_ascent"):
-        run_setting(cfg, SETTINGS[name], data, split, run_dir)
+        train_federated(cfg, TRAININGS[name], data, split, run_dir)
     return cfg, data, split, run_dir
 
 
@@ -43,8 +46,7 @@ def test_isolated_victim_receives_exactly_its_own_previous_upload(runs):
 
 
 def _loss(cfg, data, arrays, idx):
-    model = build_target_model(cfg, data)
-    set_arrays(model, arrays)
+    model = model_from(model_spec(cfg, data), arrays)
     idx = np.asarray(idx)
     return evaluate(model, data.x[idx], data.y[idx])[0]
 
@@ -52,7 +54,7 @@ def _loss(cfg, data, arrays, idx):
 def test_gradient_ascent_raises_target_loss_and_members_recover_more(runs):
     cfg, data, split, run_dir = runs
     s = SnapshotStore(run_dir / "snapshots" / "global_gradient_ascent")
-    targets = global_targets(split, VICTIM)
+    targets = target_sets(split, [VICTIM]).all_indices().tolist()
     members = split.train[VICTIM]
     nonmembers = [i for i in targets if i not in set(members)]
     for rnd in (2, 3):

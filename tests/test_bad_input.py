@@ -3,7 +3,6 @@ and no run directory that looks complete."""
 
 import gzip
 
-
 from fl_sim.cli import main
 
 

@@ -11,6 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fl_sim.data import (
+    Dataset,
+    cache_dir,
+    cached_arrays,
+    dataset_names,
+    dataset_status,
+    default_data_root,
+    load_dataset,
+)
+from fl_sim.data.images import NORMALIZATION
+from fl_sim.errors import DataError
 from tests.data_formats import (
     CIFAR10_CLASSES,
     idx_bytes,
@@ -24,17 +35,6 @@ from tests.data_formats import (
     write_purchase,
     write_texas,
 )
-from fl_sim.data import (
-    Dataset,
-    cache_dir,
-    cached_arrays,
-    dataset_names,
-    dataset_status,
-    default_data_root,
-    load_dataset,
-)
-from fl_sim.data.images import NORMALIZATION
-from fl_sim.errors import DataError
 
 SHARED = Path(os.environ.get("FL_SIM_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 

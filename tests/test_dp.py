@@ -4,9 +4,8 @@ import numpy as np
 import torch
 
 from clients.common import local_train
-from fl_sim.models import build_model
+from fl_sim.models import build_model, get_arrays
 from fl_sim.plan import ClientPlan
-from fl_sim.training import get_arrays
 
 
 def _plan(tmp_path, noise):

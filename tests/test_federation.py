@@ -58,8 +58,7 @@ def test_same_config_and_seed_give_identical_snapshots(two_runs):
 
 def test_different_seed_changes_snapshots(tmp_path):
     # guards the determinism test against passing because nothing depends on the seed
-    from fl_sim.experiment import load_data, make_run_split
-    from fl_sim.fedrun import initial_arrays
+    from fl_sim.target import initial_arrays, load_data, make_run_split
 
     cfg0, cfg1 = tiny_config(seed=0), tiny_config(seed=1)
     data = load_data(cfg0)

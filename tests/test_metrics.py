@@ -7,8 +7,6 @@ import numpy as np
 import pytest
 
 from attacks.metrics import (
-    balanced_eval,
-    balanced_indices,
     choose_threshold,
     membership_metrics,
     tpr_at_fpr,
@@ -97,11 +95,3 @@ def test_single_class_and_bad_input():
     with pytest.raises(ValueError):
         choose_threshold(np.array([0.1, 0.2]), np.array([1, 2]))
 
-
-def test_balanced_eval():
-    m = np.array([1] * 30 + [0] * 70)
-    idx = balanced_indices(m, seed=3)
-    assert m[idx].sum() == 30 and len(idx) == 60
-    np.testing.assert_array_equal(idx, balanced_indices(m, seed=3))
-    r = balanced_eval(np.arange(100.0), m, 50.0, seed=3)
-    assert r["n_members"] == r["n_nonmembers"] == 30

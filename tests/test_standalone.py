@@ -12,10 +12,13 @@ import numpy as np
 import pytest
 
 from fl_sim.config import load_config
-from fl_sim.experiment import load_data, make_run_split, run_experiment
-from fl_sim.standalone import (_Target, _threads, finetune_sets, run_standalone,
-                               run_standalone_attacks, whitebox_attack)
+from fl_sim.experiment import run_experiment
+from fl_sim.scenarios import run_attacks
+from fl_sim.scenarios.common import AttackContext
+from fl_sim.scenarios.standalone import TargetView, whitebox_attack
 from fl_sim.snapshots import SnapshotStore
+from fl_sim.standalone import finetune_sets, run_standalone, target_threads
+from fl_sim.target import load_data, make_run_split
 from tests.conftest import REPO, SHARED_DATA, tiny_config
 
 LOCATION = SHARED_DATA / "location30" / "dataset_location.tgz"
@@ -59,7 +62,7 @@ def test_target_overfits_and_snapshots_are_stored(overfit):
 
 def test_supervised_whitebox_beats_chance(overfit):
     cfg, data, split, run_dir, _ = overfit
-    (res,) = run_standalone_attacks(cfg, data, split, run_dir, echo=None)
+    (res,) = run_attacks(cfg, data, split, run_dir)
     assert res["name"] == "standalone_whitebox"
     assert res["epochs_used"] == [25, 30]
     assert res["n_members"] == res["n_nonmembers"] == 500
@@ -71,7 +74,7 @@ def test_unsupervised_beats_chance(overfit):
     cfg, data, split, run_dir, _ = overfit
     cfg = cfg.model_copy(update={"attack": cfg.attack.model_copy(
         update={"names": ["standalone_unsupervised"]})})
-    (res,) = run_standalone_attacks(cfg, data, split, run_dir, echo=None)
+    (res,) = run_attacks(cfg, data, split, run_dir)
     assert res["name"] == "standalone_unsupervised"
     assert res["accuracy"] > 0.55, res
 
@@ -87,7 +90,7 @@ def test_control_members_never_trained_on(overfit, tmp_path):
     shuffled = dataclasses.replace(data, y=y)
     target = run_standalone(cfg, shuffled, dataclasses.replace(split, train=[other]), tmp_path)
     assert target["train_acc"] > 0.8  # it did memorise its own (noise) training set
-    (res,) = run_standalone_attacks(cfg, data, split, tmp_path, echo=None)
+    (res,) = run_attacks(cfg, data, split, tmp_path)
     assert 0.4 <= res["accuracy"] <= 0.6 and 0.4 <= res["auc"] <= 0.6, res
 
 
@@ -108,8 +111,8 @@ def test_control_knowledge_labels_swapped_at_random(overfit):
     """
     cfg, data, split, run_dir, _ = overfit
     accs, aucs = [], []
-    with _threads(cfg):
-        t = _Target(cfg, data, split, run_dir)
+    with target_threads(cfg):
+        t = TargetView(AttackContext(cfg, data, split, run_dir))
         k_idx, k_lab = t.known
         rounds = t.attack_rounds([])
         for s in range(4):
@@ -130,7 +133,7 @@ def test_names_of_other_modes_are_skipped_with_a_note(overfit, capsys):
     cfg, data, split, run_dir, _ = overfit
     cfg = cfg.model_copy(update={"attack": cfg.attack.model_copy(
         update={"names": ["finetune_d_vs_delta", "global_passive"]})})
-    assert run_standalone_attacks(cfg, data, split, run_dir, echo=None) == []
+    assert run_attacks(cfg, data, split, run_dir) == []
     err = capsys.readouterr().err
     assert "finetune_d_vs_delta" in err and "global_passive" in err and "skipped" in err
 
@@ -145,7 +148,7 @@ def _shrunk(config: str, *extra: str):
 def test_standalone_config_runs_end_to_end(tmp_path):
     cfg = _shrunk("standalone_location30.yaml", "attack.epochs=[10]", "attack.reference_models=1")
     assert cfg.federation.mode == "standalone"
-    r = run_experiment(cfg, tmp_path / "run", progress=False, echo=None)
+    r = run_experiment(cfg, tmp_path / "run", progress=False)
     on_disk = json.loads((tmp_path / "run" / "results.json").read_text())
     names = [a["name"] for a in on_disk["attacks"]]
     assert names == cfg.attack.names == [
@@ -162,7 +165,7 @@ def test_standalone_config_runs_end_to_end(tmp_path):
 def test_finetune_config_runs_end_to_end(tmp_path):
     cfg = _shrunk("finetune_location30.yaml", "federation.finetune_epochs=3")
     assert cfg.federation.mode == "finetune"
-    r = run_experiment(cfg, tmp_path / "run", progress=False, echo=None)
+    r = run_experiment(cfg, tmp_path / "run", progress=False)
     on_disk = json.loads((tmp_path / "run" / "results.json").read_text())
     got = {a["name"]: a for a in on_disk["attacks"]}
     assert list(got) == ["finetune_d_vs_delta", "finetune_d_vs_nonmembers",

@@ -31,6 +31,7 @@ from typing import IO
 import numpy as np
 
 from ..errors import DataError
+from ..io import atomic_path
 
 try:  # POSIX only; on other systems concurrent first loads may parse twice (still correct)
     import fcntl
@@ -81,15 +82,6 @@ def _locked(lock_path: Path) -> Iterator[None]:
                 fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # some filesystems refuse fsync on a directory
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def save_atomic(path: Path, arr: np.ndarray, dtype: np.dtype | type) -> None:
     """Write ``arr`` cast to ``dtype`` as ``.npy`` at ``path``: temp file, fsync, rename.
 
@@ -97,10 +89,8 @@ def save_atomic(path: Path, arr: np.ndarray, dtype: np.dtype | type) -> None:
     uint8 source never needs a full float32 copy in memory.
     """
     arr = np.asarray(arr)
-    fd, tmp_name = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    # 0644: mkstemp makes 0600, and a shared FL_SIM_CACHE must stay readable
+    with atomic_path(path, mode=0o644) as tmp:
         if arr.size == 0:
             with open(tmp, "wb") as f:  # a file object: np.save would add ".npy" to a name
                 np.save(f, arr.astype(dtype), allow_pickle=False)
@@ -112,14 +102,6 @@ def save_atomic(path: Path, arr: np.ndarray, dtype: np.dtype | type) -> None:
                 out[i : i + step] = arr[i : i + step]
             out.flush()
             del out
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a shared FL_SIM_CACHE must stay readable
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _load_pair(d: Path) -> tuple[np.ndarray, np.ndarray] | None:

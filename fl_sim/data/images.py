@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import DataError
 from .cache import cached_arrays, one_line, source_key, unpack_once
-from .registry import Dataset, DatasetSpec, fail, make_dataset, take_subset
+from .registry import FMNIST_FILES, Dataset, DatasetSpec, fail, make_dataset, take_subset
 
 Err = Callable[[str], DataError]
 
@@ -261,10 +261,6 @@ def load_cifar100_folder(spec: DatasetSpec, found: Path, subset: int | None = No
 # ---------------------------------------------------------------------------------------
 # Fashion-MNIST, torchvision's raw layout (idx files, optionally gzipped)
 
-FMNIST_FILES = (
-    "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
-)
 
 
 def read_idx(path: Path, ndim: int, err: Err) -> np.ndarray:

@@ -89,9 +89,14 @@ def _texas_dir_ok(p: Path) -> bool:
     return p.is_file() or (p.is_dir() and (p / "feats").is_file() and (p / "labels").is_file())
 
 
-def _fmnist_raw_ok(p: Path) -> bool:
-    from .images import FMNIST_FILES
+# torchvision's raw Fashion-MNIST layout (each file may also be stored gzipped)
+FMNIST_FILES = (
+    "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
+)
 
+
+def _fmnist_raw_ok(p: Path) -> bool:
     return p.is_dir() and all((p / f).is_file() or (p / (f + ".gz")).is_file() for f in FMNIST_FILES)
 
 

@@ -65,4 +65,7 @@ def _builder(name: str) -> Callable[..., nn.Module]:
         raise ConfigError(f"unknown model {name!r}; valid: {', '.join(model_names())}") from None
 
 
-__all__ = ["MODELS", "build_model", "model_names", "model_options"]
+from fl_sim.models.spec import ModelSpec, get_arrays, model_from, set_arrays  # noqa: E402
+
+__all__ = ["MODELS", "ModelSpec", "build_model", "get_arrays", "model_from", "model_names",
+           "model_options", "set_arrays"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fl_sim.snapshots import atomic_write_bytes
+from fl_sim.io import atomic_write_bytes
 
 
 def _pct(v) -> str:

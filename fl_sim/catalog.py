@@ -1,0 +1,209 @@
+"""The scenario catalog: every threat model and defense declared once, as data.
+
+A :class:`Scenario` says what a named attack trains (which federated :class:`Training`,
+or the stand-alone / fine-tuning target), what the attacker observes, whose records it
+infers membership of, with which attack model, how the scenario layer evaluates it, and
+which defenses it admits. The config validator, the experiment runner, ``compare`` and
+the reports all read this catalog; nothing else lists attack names.
+
+This module imports nothing of the project beyond the error type: it sits below the
+config schema, so the schema can check names against it. The code that runs a scenario
+lives in :mod:`fl_sim.scenarios` (``evaluate`` names one of its evaluators).
+
+Adding an attack = one ``register(Scenario(...))`` call (see docs/ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fl_sim.errors import ConfigError
+
+MODES = ("federated", "standalone", "finetune")
+
+
+@dataclass(frozen=True)
+class Training:
+    """How the target is trained while (or before) it is attacked.
+
+    ``name`` is also the snapshot sub-directory. Federated trainings differ in what the
+    aggregator (``isolate``, ``global_ascent``) or a participant (``local_ascent``) does.
+    """
+    name: str
+    mode: str = "federated"
+    isolate: bool = False
+    global_ascent: bool = False
+    local_ascent: bool = False
+    defenses: tuple[str, ...] = ("none", "dp_sgd")
+    summary: str = ""
+
+
+TRAININGS: dict[str, Training] = {t.name: t for t in (
+    Training("passive", summary="plain FedAvg; every upload and aggregate recorded"),
+    Training("global_gradient_ascent", global_ascent=True,
+             summary="the aggregator pushes the model up the victim's targets' loss"),
+    Training("global_isolating", isolate=True,
+             summary="the aggregator sends the victim only its own previous upload"),
+    Training("global_isolating_gradient_ascent", isolate=True, global_ascent=True,
+             summary="isolation, and the victim's own model pushed up the loss"),
+    Training("local_gradient_ascent", local_ascent=True,
+             summary="one participant pushes its upload up the others' targets' loss"),
+    # the defenses are applied by the federated clients; stand-alone training has none
+    Training("standalone", mode="standalone", defenses=("none",),
+             summary="one model trained alone"),
+    Training("finetune", mode="finetune", defenses=("none",),
+             summary="trained on D, then fine-tuned on D_delta"),
+)}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One threat model.
+
+    observer: ``uploads`` (the aggregator sees each participant's upload), ``received``
+      (a participant sees the global models), ``target`` (the stand-alone target's
+      snapshots).
+    targets: ``each_participant`` (reported as the mean), ``victim``
+      (``attack.target_participant``), ``union_of_others`` (every participant's records
+      but the local attacker's), ``target`` (the stand-alone training set), or one of the
+      fine-tuning pairs ``d_vs_delta``, ``d_vs_nonmembers``, ``delta_vs_nonmembers``.
+    snapshots: ``attack_epochs`` (the configured epochs) or ``final`` (the last model).
+    attack: an attack-model kind the scenario layer knows (``whitebox``: the Nasr network,
+      or the unsupervised one with ``attack.unsupervised``; ``compact``, ``unsupervised``,
+      ``loss``, ``lira``, ``shadow``), or a factory ``(cfg, seed) -> MembershipAttack``.
+    evaluate: the scenario-layer evaluator that runs it (``whitebox``, ``calibrated_uploads``,
+      ``shadow``, ``lira``).
+    """
+    name: str
+    modes: tuple[str, ...]
+    observer: str
+    targets: str
+    attack: str | Callable[[Any, int], Any]
+    training: str | None = None     # federated: a TRAININGS key; None: the mode's own
+    snapshots: str = "attack_epochs"
+    evaluate: str = "whitebox"
+    defenses: tuple[str, ...] = ("none", "dp_sgd")
+    summary: str = ""
+
+    def training_for(self, mode: str) -> Training:
+        return TRAININGS[self.training if mode == "federated" else mode]
+
+
+_SCENARIOS: dict[str, Scenario] = {}
+DEFENSES: dict[str, str] = {
+    "none": "no defense",
+    "dp_sgd": "DP-SGD (Opacus) in every participant's local training, accounted across rounds",
+}
+
+
+def register(scenario: Scenario) -> Scenario:
+    """Add ``scenario`` to the catalog (a name may be registered once)."""
+    if scenario.name in _SCENARIOS:
+        raise ValueError(f"scenario {scenario.name!r} is already registered")
+    bad = [m for m in scenario.modes if m not in MODES]
+    if bad or (scenario.training is not None and scenario.training not in TRAININGS):
+        raise ValueError(f"scenario {scenario.name!r}: unknown mode {bad} or training "
+                         f"{scenario.training!r}")
+    if "federated" in scenario.modes and scenario.training is None:
+        raise ValueError(f"scenario {scenario.name!r}: a federated scenario names its training")
+    _SCENARIOS[scenario.name] = scenario
+    return scenario
+
+
+def unregister(name: str) -> None:
+    _SCENARIOS.pop(name, None)
+
+
+def names(mode: str | None = None) -> list[str]:
+    return [n for n, s in _SCENARIOS.items() if mode is None or mode in s.modes]
+
+
+def get(name: str) -> Scenario:
+    if name not in _SCENARIOS:
+        raise ConfigError(f"unknown attack {name!r}; valid: {', '.join(_SCENARIOS)}")
+    return _SCENARIOS[name]
+
+
+def check_defense(defense: str, attack_names: list[str], mode: str) -> None:
+    """Raise ConfigError when the run's training or one of its attacks refuses ``defense``."""
+    for t in trainings_needed(attack_names, mode):
+        if defense not in t.defenses:
+            raise ConfigError(f"defense.name={defense} is applied by the federated clients "
+                              f"only; federation.mode={mode} trains without it")
+    for n in attack_names:
+        s = _SCENARIOS.get(n)
+        if s is not None and mode in s.modes and defense not in s.defenses:
+            raise ConfigError(f"defense.name={defense}: attack {n} admits only "
+                              f"{', '.join(s.defenses)}")
+
+
+def trainings_needed(attack_names: list[str], mode: str) -> list[Training]:
+    """The trainings a run needs, in a fixed order: the mode's base training first (for
+    federated runs the passive one, which also measures the target), then one per active
+    training the attacks name."""
+    base = "passive" if mode == "federated" else mode
+    out = [TRAININGS[base]]
+    for n in attack_names:
+        s = _SCENARIOS.get(n)
+        if s is not None and mode in s.modes:
+            t = s.training_for(mode)
+            if t not in out:
+                out.append(t)
+    return out
+
+
+_STANDALONE = ("standalone", "finetune")
+_FED = ("federated",)
+_DP = ("none", "dp_sgd")
+_NO_DEFENSE = ("none",)  # stand-alone training runs without the federated clients' DP-SGD
+
+for _s in (
+    # federated, global attacker (the aggregator): Nasr et al. Sec. V, Table X
+    Scenario("global_passive", _FED, "uploads", "each_participant", "whitebox",
+             training="passive", summary="the aggregator reads every upload; mean over participants"),
+    Scenario("global_gradient_ascent", _FED, "uploads", "victim", "whitebox",
+             training="global_gradient_ascent", summary="active: ascent on the victim's targets"),
+    Scenario("global_isolating", _FED, "uploads", "victim", "whitebox",
+             training="global_isolating", summary="active: the victim trains alone"),
+    Scenario("global_isolating_gradient_ascent", _FED, "uploads", "victim", "whitebox",
+             training="global_isolating_gradient_ascent", summary="active: isolation + ascent"),
+    # federated, local attacker (a participant)
+    Scenario("local_passive", _FED, "received", "union_of_others", "whitebox",
+             training="passive", summary="a participant reads the global models"),
+    Scenario("local_gradient_ascent", _FED, "received", "union_of_others", "whitebox",
+             training="local_gradient_ascent", summary="active: a participant's upload ascends"),
+    # federated, beyond the paper
+    Scenario("global_calibrated", _FED, "uploads", "each_participant", "lira",
+             training="passive", evaluate="calibrated_uploads",
+             summary="LiRA with the other participants' uploads as OUT references"),
+    Scenario("global_compact", _FED, "uploads", "each_participant", "compact",
+             training="passive", summary="logistic regression on losses and gradient norms"),
+    Scenario("global_unsupervised", _FED, "uploads", "each_participant", "unsupervised",
+             training="passive", summary="encoder-decoder + spectral clustering, no labels"),
+    # stand-alone and fine-tuning (Nasr et al. Sec. IV, Table IX)
+    Scenario("standalone_whitebox", _STANDALONE, "target", "target", "whitebox",
+             defenses=_NO_DEFENSE, summary="supervised white-box attack on the target"),
+    Scenario("standalone_unsupervised", _STANDALONE, "target", "target", "unsupervised",
+             defenses=_NO_DEFENSE, summary="unsupervised white-box attack on the target"),
+    Scenario("standalone_compact", _STANDALONE, "target", "target", "compact",
+             defenses=_NO_DEFENSE, summary="logistic regression on losses and gradient norms"),
+    Scenario("loss_threshold", _STANDALONE, "target", "target", "loss", snapshots="final",
+             defenses=_NO_DEFENSE, summary="Yeom et al.: the final model's loss"),
+    Scenario("standalone_blackbox_shadow", _STANDALONE, "target", "target", "shadow",
+             snapshots="final", evaluate="shadow", defenses=_NO_DEFENSE,
+             summary="Shokri et al. shadow models on the output probabilities"),
+    Scenario("calibrated", _STANDALONE, "target", "target", "lira", snapshots="final",
+             evaluate="lira", defenses=_NO_DEFENSE,
+             summary="LiRA offline with reference models trained like the target"),
+    Scenario("finetune_d_vs_delta", ("finetune",), "target", "d_vs_delta", "whitebox",
+             snapshots="before_after", defenses=_NO_DEFENSE, summary="tell D_delta from D"),
+    Scenario("finetune_d_vs_nonmembers", ("finetune",), "target", "d_vs_nonmembers",
+             "whitebox", snapshots="before_after", defenses=_NO_DEFENSE,
+             summary="tell D from non-members"),
+    Scenario("finetune_delta_vs_nonmembers", ("finetune",), "target", "delta_vs_nonmembers",
+             "whitebox", snapshots="before_after", defenses=_NO_DEFENSE,
+             summary="tell D_delta from non-members"),
+):
+    register(_s)

@@ -1,0 +1,186 @@
+"""One federated training of the target under one :class:`~fl_sim.catalog.Training`
+(passive, gradient ascent, isolation...): plan -> resume point -> strategy -> Flower on
+Ray -> measured target.
+
+Snapshots land in ``<run>/snapshots/<training>/``. Resuming picks up after the last round
+whose aggregate was stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fl_sim.catalog import Training
+from fl_sim.config import Config
+from fl_sim.io import read_json, write_json
+from fl_sim.models import get_arrays, model_from
+from fl_sim.plan import ClientPlan, LocalAttackPlan
+from fl_sim.runtime import threads_for
+from fl_sim.snapshots import SnapshotStore
+from fl_sim.splits import Split, target_sets
+from fl_sim.target import Data, initial_arrays, measure, model_spec
+
+
+def local_attacker_of(cfg: Config) -> int:
+    """The malicious participant: the last one."""
+    return cfg.federation.participants - 1
+
+
+def others_of(cfg: Config) -> list[int]:
+    """The participants whose records the local attacker infers."""
+    return [p for p in range(cfg.federation.participants) if p != local_attacker_of(cfg)]
+
+
+def keep_rounds(cfg: Config) -> list[int] | None:
+    kr = cfg.federation.keep_rounds
+    if kr == "all":
+        return None
+    if kr == "attack":
+        epochs = set(cfg.attack_epochs())
+        return sorted(epochs | {e - 1 for e in epochs if e > 1} | {e + 1 for e in epochs})
+    return sorted(kr)
+
+
+@dataclass
+class _Resume:
+    start: int                                   # rounds already done
+    init: dict[str, np.ndarray]                  # the parameters to continue from
+    failures: list[dict] = field(default_factory=list)
+    previous_uploads: dict[int, dict] = field(default_factory=dict)
+
+
+def write_plans(cfg: Config, training: Training, data: Data, split: Split,
+                run_dir: Path) -> tuple[Path, dict[int, str]]:
+    """The honest participants' plan and the local attacker's own; returns their paths."""
+    fed = cfg.federation
+    store_dir = run_dir / "snapshots" / training.name
+    plan = ClientPlan(
+        store_dir=str(store_dir), x_path=data.x_path, y_path=data.y_path,
+        input_shape=list(data.input_shape), num_classes=data.num_classes,
+        model_name=cfg.model.name, model_options=dict(cfg.model.options), train=split.train,
+        local_epochs=fed.local_epochs, batch_size=fed.batch_size, lr=fed.lr,
+        momentum=fed.momentum, weight_decay=fed.weight_decay, seed=cfg.seed,
+        threads=threads_for(fed.num_cpus), fail={str(k): v for k, v in fed.fail.items()},
+        keep_rounds=keep_rounds(cfg), record_received=fed.record_received,
+        dp=({"noise_multiplier": cfg.defense.noise_multiplier,
+             "max_grad_norm": cfg.defense.max_grad_norm} if cfg.defense.name == "dp_sgd" else None),
+    )
+    plans = run_dir / "plans"
+    plans.mkdir(exist_ok=True)
+    plan_path = plans / f"{training.name}.json"
+    plan.save(plan_path)
+    if fed.participants < 2:
+        return plan_path, {}
+    attacker = local_attacker_of(cfg)
+    active = training.local_ascent
+    attack = LocalAttackPlan(
+        participant=attacker, active=active,
+        targets=target_sets(split, others_of(cfg)).all_indices().tolist() if active else [],
+        ascent_rounds=cfg.ascent_rounds(local=True) if active else [], gamma=cfg.attack.gamma)
+    attack_path = plans / f"{training.name}.local-attacker.json"
+    attack.save(attack_path)
+    return plan_path, {attacker: str(attack_path)}
+
+
+def resume_point(cfg: Config, data: Data, store: SnapshotStore, failures_path: Path) -> _Resume:
+    """Where this training continues: after the last stored aggregate (or from scratch)."""
+    done = store.rounds("global")
+    start = max(done) if done else 0
+    failures = read_json(failures_path) if failures_path.exists() else []
+    failures = [f for f in failures if f["round"] <= start]
+    if not start:
+        return _Resume(0, initial_arrays(cfg, data), failures)
+    store.drop_after(start)
+    victim = cfg.attack.target_participant
+    previous = ({victim: store.get(start, victim, "upload")}
+                if store.find(start, victim, "upload") else {})
+    return _Resume(start, store.get(start, None, "global"), failures, previous)
+
+
+def ascent_step(cfg: Config, data: Data, split: Split):
+    """The aggregator's gradient-ascent step on the victim's target records:
+    (arrays) -> arrays pushed up their loss."""
+    from attacks.active import gradient_ascent
+
+    targets = target_sets(split, [cfg.attack.target_participant]).all_indices()
+    tx, ty = data.x[targets], data.y[targets]
+    spec = model_spec(cfg, data)
+
+    def step(arrays):
+        model = model_from(spec, arrays)
+        gradient_ascent(model, tx, ty, cfg.attack.gamma)
+        return get_arrays(model)
+
+    return step
+
+
+def make_strategy(cfg: Config, training: Training, data: Data, split: Split,
+                  store: SnapshotStore, resume: _Resume, failures_path: Path):
+    """FedAvg wrapped in the global attacker, configured for ``training``."""
+    from flwr.serverapp.strategy import FedAvg
+
+    from fl_sim.federation import quiet_flwr
+    from strategies.attacker import AttackerSettings, GlobalAttacker
+
+    n = cfg.federation.participants
+    settings = AttackerSettings(
+        isolate=training.isolate, ascent=training.global_ascent,
+        victim=cfg.attack.target_participant, ascent_rounds=set(cfg.ascent_rounds()),
+        ascent_fn=ascent_step(cfg, data, split) if training.global_ascent else None)
+    # every participant trains every round (the paper's setting); failures are tolerated.
+    # FedAvg warns that client-side evaluation is off: it is meant to be.
+    with quiet_flwr():
+        inner = FedAvg(fraction_evaluate=0.0, min_available_nodes=n, min_train_nodes=n)
+
+    def on_round_end(rnd: int, _arrays) -> None:
+        write_json(failures_path, resume.failures + strategy.failures)
+
+    strategy = GlobalAttacker(inner, store, n, settings, round_offset=resume.start,
+                              previous_uploads=resume.previous_uploads,
+                              on_round_end=on_round_end)
+    return strategy
+
+
+def measure_training(cfg: Config, training: Training, data: Data, split: Split,
+                     store: SnapshotStore, failures_path: Path) -> dict:
+    """Target accuracy after the last round, failures, disk use and DP epsilon."""
+    final_round = max(store.rounds("global"), default=0)
+    if final_round < cfg.federation.rounds:
+        raise RuntimeError(f"federation {training.name} stopped after round {final_round} "
+                           f"of {cfg.federation.rounds}")
+    all_train = [i for part in split.train for i in part]
+    out = measure(cfg, data, split, store.get(final_round, None, "global"), all_train)
+    out["failures"] = read_json(failures_path) if failures_path.exists() else []
+    out["snapshot_bytes"] = store.size_bytes()
+    if cfg.defense.name == "dp_sgd":
+        from clients.dp import cumulative_epsilon
+
+        out["dp_epsilon"] = {str(p): cumulative_epsilon(store.dir, p)
+                             for p in range(cfg.federation.participants)}
+    return out
+
+
+def train_federated(cfg: Config, training: Training, data: Data, split: Split,
+                    run_dir: Path, progress=None) -> dict:
+    """Train the federation under ``training``; returns target accuracy and failures.
+
+    ``progress(training_name, round)`` is called after every round."""
+    from fl_sim.federation import run_federation
+
+    fed = cfg.federation
+    store = SnapshotStore(run_dir / "snapshots" / training.name, keep_rounds=keep_rounds(cfg))
+    failures_path = store.dir / "failures.json"
+    plan_path, attacker_plans = write_plans(cfg, training, data, split, run_dir)
+    resume = resume_point(cfg, data, store, failures_path)
+    strategy = make_strategy(cfg, training, data, split, store, resume, failures_path)
+    if fed.rounds > resume.start:
+        run_federation(strategy=strategy, plan_path=str(plan_path), participants=fed.participants,
+                       rounds=fed.rounds - resume.start, initial_arrays=resume.init,
+                       attacker_plans=attacker_plans, num_cpus=fed.num_cpus,
+                       num_gpus=fed.num_gpus, round_timeout_s=fed.round_timeout_s,
+                       on_round=(lambda r: progress(training.name, r + resume.start))
+                       if progress else None)
+    return measure_training(cfg, training, data, split, store, failures_path)

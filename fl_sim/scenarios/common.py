@@ -1,0 +1,106 @@
+"""What every scenario evaluator shares: white-box features of a snapshot, the attack
+model a scenario names, fit-on-knowledge / judge-on-evaluation, and the mean over
+participants."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from attacks.metrics import membership_metrics
+from fl_sim.catalog import Scenario
+from fl_sim.config import Config
+from fl_sim.models import model_from
+from fl_sim.snapshots import SnapshotStore
+from fl_sim.splits import Split
+from fl_sim.target import Data, model_spec
+
+
+@dataclass
+class AttackContext:
+    """Everything an evaluator reads: the config, the data, the split and the run."""
+    cfg: Config
+    data: Data
+    split: Split
+    run_dir: Path
+
+    @property
+    def seed(self) -> int:
+        return self.cfg.seed + self.cfg.attack.seed_offset
+
+    def store(self, scenario: Scenario) -> SnapshotStore:
+        training = scenario.training_for(self.cfg.federation.mode)
+        return SnapshotStore(Path(self.run_dir) / "snapshots" / training.name)
+
+
+def features_of(cfg: Config, data: Data, arrays: dict, *idx_sets: np.ndarray) -> list:
+    """White-box features of each index set under one snapshot (one model built for all)."""
+    from attacks.features import extract_features
+
+    model = model_from(model_spec(cfg, data), arrays)
+    return [extract_features(model, data.x[idx], data.y[idx], layers=cfg.attack.layers,
+                             output_layers=tuple(cfg.attack.output_layers))
+            for idx in idx_sets]
+
+
+def attack_kind(cfg: Config, scenario: Scenario) -> str | Callable:
+    """The scenario's attack model, with ``whitebox`` resolved by ``attack.unsupervised``."""
+    if scenario.attack == "whitebox":
+        return "unsupervised" if cfg.attack.unsupervised else "nasr"
+    return scenario.attack
+
+
+def make_attack(cfg: Config, kind: str | Callable, seed: int):
+    """An unfitted attack model: a kind (``nasr``, ``compact``, ``unsupervised``, ``loss``)
+    or a factory ``(cfg, seed) -> MembershipAttack`` from the catalog."""
+    if callable(kind):
+        return kind(cfg, seed)
+    if kind == "nasr":
+        from attacks.supervised import NasrAttack
+
+        return NasrAttack(conv_filters=cfg.attack.conv_filters, lr=cfg.attack.lr_attack_model,
+                          epochs=cfg.attack.epochs_attack_model, seed=seed)
+    if kind == "compact":
+        from attacks.compact import CompactWhiteBox
+
+        return CompactWhiteBox(seed=seed)
+    if kind == "unsupervised":
+        from attacks.unsupervised import UnsupervisedAttack
+
+        return UnsupervisedAttack(seed=seed)
+    if kind == "loss":
+        from attacks.loss_threshold import LossThreshold
+
+        return LossThreshold()
+    raise ValueError(f"unknown attack model kind {kind!r}")
+
+
+def kind_name(kind: str | Callable) -> str:
+    return kind if isinstance(kind, str) else getattr(kind, "__name__", "custom")
+
+
+def fit_and_score(attack, known_feats, known_lab, eval_feats, eval_lab) -> dict:
+    """Fit on the attacker's knowledge (an unsupervised attack: on the unlabelled target
+    records), threshold from the fit, metrics on the evaluation records."""
+    if attack.needs_labels:
+        attack.fit(known_feats, known_lab)
+    else:
+        attack.fit(eval_feats)
+    return membership_metrics(attack.score_samples(eval_feats), eval_lab, attack.threshold_)
+
+
+def mean_result(per: dict[int, dict]) -> dict:
+    """Metrics averaged over participants (the paper's report); counts summed."""
+    vals = list(per.values())
+    out = {k: float(np.mean([v[k] for v in vals])) for k in ("accuracy", "auc")}
+    out["tpr_at_fpr"] = {f: float(np.mean([v["tpr_at_fpr"][f] for v in vals]))
+                         for f in vals[0]["tpr_at_fpr"]}
+    out["n_members"] = int(sum(v["n_members"] for v in vals))
+    out["n_nonmembers"] = int(sum(v["n_nonmembers"] for v in vals))
+    out["roc"] = vals[0].get("roc")
+    out["per_participant"] = {str(p): {k: v[k] for k in ("accuracy", "auc", "tpr_at_fpr")}
+                              for p, v in per.items()}
+    return out

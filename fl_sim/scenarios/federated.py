@@ -1,0 +1,99 @@
+"""Federated evaluators (Nasr et al. Sec. V, Table X).
+
+- the global attacker (the aggregator) attacks participant p from p's uploads at the
+  chosen epochs; ``each_participant`` scenarios report the mean, ``victim`` ones the
+  victim (``attack.target_participant``);
+- the local attacker (the last participant) attacks the union of the other participants'
+  data from the global models it received.
+Every attack is trained on the attacker's known members/non-members only, and judged on
+the disjoint, balanced evaluation sets of the split (:func:`fl_sim.splits.target_sets`,
+the same sets the active attackers push on).
+"""
+
+from __future__ import annotations
+
+from fl_sim.catalog import Scenario
+from fl_sim.federated import local_attacker_of, others_of
+from fl_sim.scenarios.common import (
+    AttackContext,
+    attack_kind,
+    features_of,
+    fit_and_score,
+    make_attack,
+    mean_result,
+)
+from fl_sim.snapshots import SnapshotStore
+from fl_sim.splits import TargetSets, target_sets
+
+
+def victims_of(ctx: AttackContext, scenario: Scenario) -> list[int]:
+    if scenario.targets == "each_participant":
+        return list(range(ctx.split.participants))
+    return [ctx.cfg.attack.target_participant]
+
+
+def _upload_features(ctx: AttackContext, store: SnapshotStore, participant: int,
+                     sets: TargetSets, notes: list[str]):
+    known, evals, used = [], [], []
+    for e in ctx.cfg.attack_epochs():
+        if store.find(e, participant, "upload") is None:
+            notes.append(f"no upload snapshot of participant {participant} in round {e} "
+                         "(failed or not kept)")
+            continue
+        k, ev = features_of(ctx.cfg, ctx.data, store.get(e, participant, "upload"),
+                            sets.known, sets.eval)
+        known.append(k)
+        evals.append(ev)
+        used.append(e)
+    return known, evals, used
+
+
+def evaluate_uploads(ctx: AttackContext, scenario: Scenario) -> dict:
+    """The global attacker: one attack per victim on its uploads; the mean over victims."""
+    store, kind = ctx.store(scenario), attack_kind(ctx.cfg, scenario)
+    victims = victims_of(ctx, scenario)
+    per, used_all, notes = {}, {}, []
+    for p in victims:
+        sets = target_sets(ctx.split, [p])
+        known, evals, used = _upload_features(ctx, store, p, sets, notes)
+        if used:
+            per[p] = fit_and_score(make_attack(ctx.cfg, kind, ctx.seed + p), known,
+                                   sets.known_labels, evals, sets.eval_labels)
+            used_all[p] = used
+    if not per:
+        return {"skipped": "; ".join(notes)}
+    return {**mean_result(per), "epochs_used": {str(p): u for p, u in used_all.items()},
+            "notes": notes,
+            "target": "mean over participants" if len(victims) > 1 else f"participant {victims[0]}"}
+
+
+def local_observations(store: SnapshotStore, attacker: int, epochs: list[int]):
+    """(round, participant, role, epoch) of the global model after each epoch as the local
+    attacker saw it: what it received at the start of the next round, or the final model
+    (which every participant receives at the end)."""
+    last = max(store.rounds("global"), default=0)
+    out = []
+    for e in epochs:
+        if store.find(e + 1, attacker, "received"):
+            out.append((e + 1, attacker, "received", e))
+        elif e == last:
+            out.append((e, None, "global", e))
+    return out
+
+
+def evaluate_received(ctx: AttackContext, scenario: Scenario) -> dict:
+    """The local attacker: the union of the others' records, from the models it received."""
+    store, epochs = ctx.store(scenario), ctx.cfg.attack_epochs()
+    sets = target_sets(ctx.split, others_of(ctx.cfg))
+    known, evals, used = [], [], []
+    for rnd, who, role, epoch in local_observations(store, local_attacker_of(ctx.cfg), epochs):
+        k, ev = features_of(ctx.cfg, ctx.data, store.get(rnd, who, role), sets.known, sets.eval)
+        known.append(k)
+        evals.append(ev)
+        used.append(epoch)
+    notes = [] if len(used) == len(epochs) else [f"local attacker observed epochs {used} of {epochs}"]
+    if not used:
+        return {"skipped": "; ".join(notes)}
+    attack = make_attack(ctx.cfg, attack_kind(ctx.cfg, scenario), ctx.seed)
+    return {**fit_and_score(attack, known, sets.known_labels, evals, sets.eval_labels),
+            "epochs_used": used, "notes": notes, "target": "union of the other participants' data"}
