@@ -93,18 +93,21 @@ def _train(cfg: Config, data: Data, split: Split, run_dir: Path, progress: bool,
     return {k: done["passive"][k] for k in ("train_acc", "test_acc")}, done
 
 
-def _attack_progress(cfg: Config, enabled: bool):
-    if not enabled or not cfg.attack.names:
-        return (lambda name: None), (lambda: None)
-    from tqdm import tqdm
+def _attack_progress(cfg: Config, enabled: bool, timing: dict):
+    """A bar over the attacks (when enabled); every attack's time goes to ``timing``."""
+    bar = None
+    if enabled and cfg.attack.names:
+        from tqdm import tqdm
 
-    bar = tqdm(total=len(cfg.attack.names), desc="attacks", unit="attack", file=sys.stderr)
+        bar = tqdm(total=len(cfg.attack.names), desc="attacks", unit="attack", file=sys.stderr)
 
-    def done(name: str) -> None:
-        bar.set_postfix_str(name)
-        bar.update(1)
+    def done(name: str, seconds: float) -> None:
+        timing[f"attack_{name}_s"] = seconds
+        if bar is not None:
+            bar.set_postfix_str(name)
+            bar.update(1)
 
-    return done, bar.close
+    return done, (bar.close if bar is not None else (lambda: None))
 
 
 def _results(cfg: Config, data: Data, target: dict, trainings: dict, attacks: list,
@@ -139,7 +142,7 @@ def run_experiment(cfg: Config | None, out: str | Path | None = None, *,
     timing: dict[str, float] = {"load_s": time.time() - t0}
     target, trainings = _train(cfg, data, split, run_dir, progress, timing)
     t = time.time()
-    on_done, close = _attack_progress(cfg, progress)
+    on_done, close = _attack_progress(cfg, progress, timing)
     try:
         attacks = run_attacks(cfg, data, split, run_dir, on_done)
     finally:

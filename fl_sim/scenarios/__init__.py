@@ -53,8 +53,8 @@ def _federated(ctx: AttackContext, scenarios, on_done) -> list[dict]:
         torch.manual_seed(ctx.cfg.seed)
         t0 = time.time()
         res = FEDERATED_EVALUATORS[(s.evaluate, s.observer)](ctx, s)
-        results.append({"name": s.name, **res, "time_s": time.time() - t0})
-        on_done(s.name)
+        results.append({"name": s.name, **res})
+        on_done(s.name, time.time() - t0)
     return results
 
 
@@ -68,16 +68,16 @@ def _standalone(ctx: AttackContext, scenarios, on_done) -> list[dict]:
         for s in scenarios:
             t0 = time.time()
             res = TARGET_EVALUATORS[s.evaluate](view, s)
-            results.append({"name": s.name, **res, "time_s": time.time() - t0})
-            on_done(s.name)
+            results.append({"name": s.name, **res})
+            on_done(s.name, time.time() - t0)
     return results
 
 
 def run_attacks(cfg: Config, data: Data, split: Split, run_dir: Path,
-                on_done=lambda name: None) -> list[dict]:
+                on_done=lambda name, seconds: None) -> list[dict]:
     """Every applicable attack of ``attack.names`` on the run's snapshots, in order; one
-    dict per attack: ``{"name", **metrics, "time_s", ...}`` or ``{"name", "skipped"}``.
-    ``on_done(name)`` is called after each (progress)."""
+    dict per attack: ``{"name", **metrics, ...}`` or ``{"name", "skipped"}``.
+    ``on_done(name, seconds)`` is called after each (progress, timing)."""
     ctx = AttackContext(cfg, data, split, Path(run_dir))
     scenarios = applicable(cfg)
     if cfg.federation.mode == "federated":
