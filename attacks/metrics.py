@@ -13,7 +13,10 @@ import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
 FPR_TARGETS = ("0.001", "0.01", "0.1")
-MAX_ROC_POINTS = 200
+# FPRs a stored ROC curve is evaluated at: log-spaced from 1e-4 (the low-FPR region that
+# matters for privacy), linear over the rest, and the reported targets exactly
+ROC_GRID = np.unique(np.concatenate([[0.0], np.logspace(-4, 0, 121), np.linspace(0, 1, 51),
+                                     [float(k) for k in FPR_TARGETS]]))
 
 
 def _check(scores, is_member) -> tuple[np.ndarray, np.ndarray]:
@@ -87,18 +90,22 @@ def tpr_at_fpr_interp(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:
     return float(np.interp(target, fu, tu))
 
 
-def _downsample(fpr: np.ndarray, tpr: np.ndarray, k: int = MAX_ROC_POINTS):
-    if fpr.size <= k:
-        return fpr, tpr
-    # Half the budget evenly along the curve, half log-spaced in FPR so that the
-    # low-FPR region (the one that matters for privacy) keeps its resolution.
-    idx_lin = np.round(np.linspace(0, fpr.size - 1, k // 2)).astype(int)
-    grid = np.logspace(-5, 0, k - k // 2 - 2)
-    idx_log = np.searchsorted(fpr, grid, side="right") - 1
-    idx = np.unique(np.concatenate([[0, fpr.size - 1], idx_lin, np.clip(idx_log, 0, None)]))
-    if idx.size > k:  # duplicates removed above, so this only trims a few points
-        idx = idx[np.round(np.linspace(0, idx.size - 1, k)).astype(int)]
-    return fpr[idx], tpr[idx]
+def roc_on_grid(fpr: np.ndarray, tpr: np.ndarray, grid: np.ndarray | None = None) -> np.ndarray:
+    """The conservative ROC (:func:`tpr_at_fpr`) at each FPR of ``grid`` (default
+    :data:`ROC_GRID`): one curve per attack that the TPR-at-FPR figures are read off, and
+    that curves of several participants can be averaged on."""
+    g = ROC_GRID if grid is None else np.asarray(grid, dtype=np.float64)
+    pos = np.searchsorted(np.asarray(fpr), g + 1e-12, side="right") - 1
+    # tpr along sklearn's roc_curve is non-decreasing, so the last point with fpr <= g
+    # carries the largest TPR there
+    return np.where(pos >= 0, np.asarray(tpr)[np.clip(pos, 0, None)], 0.0)
+
+
+def average_roc(rocs: list[dict]) -> dict:
+    """Vertical average of ROC curves stored on :data:`ROC_GRID` (per-participant attacks
+    reported as their mean): TPR averaged at every FPR of the grid."""
+    tprs = np.mean([np.asarray(r["tpr"], dtype=np.float64) for r in rocs], axis=0)
+    return {"fpr": [float(v) for v in ROC_GRID], "tpr": [float(v) for v in tprs]}
 
 
 def membership_metrics(scores, is_member, threshold: float) -> dict:
@@ -109,8 +116,9 @@ def membership_metrics(scores, is_member, threshold: float) -> dict:
 
     Returns a JSON-ready dict: ``accuracy`` (at ``threshold``), ``auc``, ``tpr_at_fpr``
     {"0.001", "0.01", "0.1"} (conservative, see :func:`tpr_at_fpr`),
-    ``tpr_at_fpr_interp`` (same keys, interpolated), ``roc`` {"fpr", "tpr"} (<= 200
-    points), ``n_members``, ``n_nonmembers``, ``threshold``. With only one class
+    ``tpr_at_fpr_interp`` (same keys, interpolated), ``roc`` {"fpr", "tpr"} (the
+    conservative curve on :data:`ROC_GRID`, so ``tpr_at_fpr`` can be read off it),
+    ``n_members``, ``n_nonmembers``, ``threshold``. With only one class
     present, ``auc`` and the ROC-based fields are NaN / empty.
     """
     s, m = _check(scores, is_member)
@@ -134,7 +142,7 @@ def membership_metrics(scores, is_member, threshold: float) -> dict:
     out["auc"] = float(roc_auc_score(m, s))
     out["tpr_at_fpr"] = {k: tpr_at_fpr(fpr, tpr, float(k)) for k in FPR_TARGETS}
     out["tpr_at_fpr_interp"] = {k: tpr_at_fpr_interp(fpr, tpr, float(k)) for k in FPR_TARGETS}
-    f, t = _downsample(fpr, tpr)
-    out["roc"] = {"fpr": [float(v) for v in f], "tpr": [float(v) for v in t]}
+    out["roc"] = {"fpr": [float(v) for v in ROC_GRID],
+                  "tpr": [float(v) for v in roc_on_grid(fpr, tpr)]}
     return out
 

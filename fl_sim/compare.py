@@ -73,7 +73,31 @@ def tabulate(per_seed: list[dict], attacks: list[str]) -> tuple[str, list[list[s
         rows.append([first["dataset"], first["model"], a, _mean(acc), _std(acc), _mean(auc),
                      _std(auc), _mean(tpr), _std(tpr), _mean(tr), _mean(te), _std(te),
                      str(len(acc))])
+    md += ["", *victim_table(per_seed, attacks)]
     return "\n".join(md), rows
+
+
+def on_victim(attack: dict) -> dict | None:
+    """An attack's metrics on the victim's records: its ``on_victim`` part when it reports
+    several participants, itself when it targets one participant (active attacks)."""
+    if "on_victim" in attack:
+        return attack["on_victim"]
+    return attack if str(attack.get("target", "")).startswith("participant") else None
+
+
+def victim_table(per_seed: list[dict], attacks: list[str]) -> list[str]:
+    """Markdown rows: every global attack, passive included, on the same records (the
+    victim's), so that passive and active columns compare like for like."""
+    md = ["On the victim's records (the records every global attack is judged on):", "",
+          "| attack | accuracy % | AUC | TPR@1%FPR % | seeds |", "|---|---|---|---|---|"]
+    for name in attacks:
+        vals = [v for r in per_seed for a in r["attacks"] if a["name"] == name
+                and "accuracy" in a and (v := on_victim(a)) is not None]
+        if vals:
+            md.append(f"| {name} | {_ms([v['accuracy'] for v in vals])} | "
+                      f"{_ms([v['auc'] for v in vals], 1, 3)} | "
+                      f"{_ms([v['tpr_at_fpr']['0.01'] for v in vals])} | {len(vals)} |")
+    return md
 
 
 def epochs_table(rows: list[dict]) -> str:

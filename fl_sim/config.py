@@ -18,6 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from fl_sim import catalog
 from fl_sim.errors import ConfigError
 
+# Nasr et al. observe epochs 40, 60, 80, 90 and 100 of 100 (Purchase100, Texas100)
+PAPER_EPOCH_FRACTIONS = (0.4, 0.6, 0.8, 0.9, 1.0)
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -64,7 +67,8 @@ class FederationConfig(_Section):
 class AttackConfig(_Section):
     names: list[str] = Field(default_factory=lambda: ["global_passive"])
     target_participant: int = Field(0, ge=0)
-    epochs: list[int] | None = None  # rounds whose snapshots the attack uses; None: last few
+    # rounds whose snapshots the attack uses; None: the paper's proportions of the rounds
+    epochs: list[int] | None = None
     gamma: float = 1.0
     # rounds where active attacks push; None: the attack epochs (global attacker) or the
     # round before each (local attacker: the others react in the round after its push)
@@ -144,11 +148,12 @@ class Config(_Section):
         return self
 
     def attack_epochs(self) -> list[int]:
-        """Rounds whose snapshots the attacks use (1-based); default: the last min(3, R)."""
+        """Rounds whose snapshots the attacks use (1-based); default: the paper's epochs
+        40, 60, 80, 90, 100 of 100 scaled to ``federation.rounds`` (rounded, at least 1)."""
         if self.attack.epochs:
             return sorted(set(self.attack.epochs))
         r = self.federation.rounds
-        return list(range(max(1, r - 2), r + 1))
+        return sorted({max(1, math.floor(f * r + 0.5)) for f in PAPER_EPOCH_FRACTIONS})
 
     def ascent_rounds(self, local: bool = False) -> list[int]:
         """Rounds in which an active attacker pushes (see ``attack.ascent_rounds``)."""

@@ -55,3 +55,10 @@ def test_yaml_that_does_not_parse(tmp_path):
 
 def test_schema_defaults_are_valid():
     Config()
+
+
+@pytest.mark.parametrize("rounds, epochs", [(100, [40, 60, 80, 90, 100]), (30, [12, 18, 24, 27, 30]),
+                                            (2, [1, 2]), (1, [1])])
+def test_omitted_attack_epochs_follow_the_rounds_in_the_papers_proportions(rounds, epochs):
+    cfg = load_config(None, [f"federation.rounds={rounds}"])
+    assert cfg.attack.epochs is None and cfg.attack_epochs() == epochs

@@ -65,3 +65,23 @@ def test_different_seed_changes_snapshots(tmp_path):
     a, b = initial_arrays(cfg0, data), initial_arrays(cfg1, data)
     assert any(not np.array_equal(a[k], b[k]) for k in a)
     assert make_run_split(cfg0, len(data.y)).train != make_run_split(cfg1, len(data.y)).train
+
+
+def test_reported_numbers_describe_one_curve_and_the_victims_records(two_runs):
+    """One score per attack: the stored ROC is the one its TPR-at-FPR figures read off;
+    the passive attack is also reported on the victim's records, the ones the active
+    attacks are judged on (``target_sets(split, [victim])``)."""
+    from fl_sim.splits import Split, target_sets
+
+    run_a, _, results, _ = two_runs
+    split = Split.load(run_a / "split.json")
+    victim_eval = target_sets(split, [0]).eval_labels
+    for a in results["attacks"]:
+        fpr, tpr = np.array(a["roc"]["fpr"]), np.array(a["roc"]["tpr"])
+        for k, v in a["tpr_at_fpr"].items():
+            assert tpr[np.flatnonzero(np.isclose(fpr, float(k)))[0]] == pytest.approx(v), (a["name"], k)
+        on_victim = a["on_victim"]
+        assert on_victim["participant"] == 0
+        assert on_victim["n_members"] == int(victim_eval.sum())
+        assert on_victim["n_nonmembers"] == int((1 - victim_eval).sum())
+        assert on_victim["auc"] == a["per_participant"]["0"]["auc"]

@@ -1,4 +1,4 @@
-"""attacks.metrics: thresholds, accuracy, AUC, TPR at low FPR, ROC downsampling."""
+"""attacks.metrics: thresholds, accuracy, AUC, TPR at low FPR, the stored ROC curve."""
 
 import json
 import math
@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from attacks.metrics import (
+    FPR_TARGETS,
+    average_roc,
     choose_threshold,
     membership_metrics,
     tpr_at_fpr,
@@ -75,13 +77,32 @@ def test_tpr_at_fpr_is_conservative():
     assert tpr_at_fpr(fpr, tpr, 0.1) == 0.5
 
 
-def test_roc_downsampled_and_json_ready():
+def _read_off(roc: dict, fpr: float) -> float:
+    f = np.array(roc["fpr"])
+    return float(np.array(roc["tpr"])[np.flatnonzero(np.isclose(f, fpr))[0]])
+
+
+def test_roc_and_tpr_at_fpr_describe_the_same_curve():
+    rng = np.random.default_rng(2)
+    per = []
+    for p in range(4):
+        m = rng.integers(0, 2, 600)
+        per.append(membership_metrics(rng.normal(size=600) + (1 + p) * m, m, 0.5))
+    for r in per:
+        for k, v in r["tpr_at_fpr"].items():
+            assert _read_off(r["roc"], float(k)) == v
+    avg = average_roc([r["roc"] for r in per])
+    for k in FPR_TARGETS:
+        assert _read_off(avg, float(k)) == pytest.approx(np.mean([r["tpr_at_fpr"][k] for r in per]))
+
+
+def test_roc_on_grid_and_json_ready():
     rng = np.random.default_rng(1)
     m = rng.integers(0, 2, 5000)
     s = rng.normal(size=5000) + m
     r = membership_metrics(s, m, 0.5)
     f, t = np.array(r["roc"]["fpr"]), np.array(r["roc"]["tpr"])
-    assert 10 < len(f) <= 200 and len(f) == len(t)
+    assert 10 < len(f) <= 250 and len(f) == len(t) and f.min() == 0.0 and 1e-4 in f
     assert f[0] == 0.0 and f[-1] == 1.0 and t[-1] == 1.0
     assert np.all(np.diff(f) >= 0) and np.all(np.diff(t) >= 0)
     json.dumps(r)  # plain floats/ints/lists only

@@ -33,6 +33,12 @@ def summary_lines(results: dict) -> list[str]:
                          f"test acc {_pct(s['test_acc'])}%")
     if results.get("attacks"):
         lines += attack_rows(results["attacks"])
+        for a in results["attacks"]:
+            v = a.get("on_victim")
+            if v:
+                lines.append(f"  {a['name']} on participant {v['participant']}'s records alone "
+                             f"(as the active attacks): accuracy {_pct(v['accuracy'])}%, "
+                             f"AUC {v['auc']:.3f}, TPR@1%FPR {_pct(v['tpr_at_fpr']['0.01'])}%")
     for f in results.get("failures", []):
         lines.append(f"  failure: participant {f['participant']} in round {f['round']} "
                      f"({f.get('setting')}): {f.get('reason')}")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from attacks.metrics import membership_metrics
+from attacks.metrics import average_roc, membership_metrics
 from fl_sim.catalog import Scenario
 from fl_sim.config import Config
 from fl_sim.models import model_from
@@ -92,15 +92,26 @@ def fit_and_score(attack, known_feats, known_lab, eval_feats, eval_lab) -> dict:
     return membership_metrics(attack.score_samples(eval_feats), eval_lab, attack.threshold_)
 
 
-def mean_result(per: dict[int, dict]) -> dict:
-    """Metrics averaged over participants (the paper's report); counts summed."""
+SCORING_MEAN = ("mean over participants of per-participant metrics (the paper's report); "
+                "ROC = vertical average of the per-participant ROC curves, so TPR at FPR "
+                "reads off it; accuracy at thresholds chosen on the attacker's known records")
+
+
+def mean_result(per: dict[int, dict], victim: int | None = None) -> dict:
+    """Metrics averaged over participants (the paper's report), counts summed, the ROC
+    averaged vertically; ``on_victim``: the victim's own metrics, comparable with the
+    active attacks', which target the victim alone."""
     vals = list(per.values())
     out = {k: float(np.mean([v[k] for v in vals])) for k in ("accuracy", "auc")}
     out["tpr_at_fpr"] = {f: float(np.mean([v["tpr_at_fpr"][f] for v in vals]))
                          for f in vals[0]["tpr_at_fpr"]}
     out["n_members"] = int(sum(v["n_members"] for v in vals))
     out["n_nonmembers"] = int(sum(v["n_nonmembers"] for v in vals))
-    out["roc"] = vals[0].get("roc")
+    out["roc"] = average_roc([v["roc"] for v in vals])
+    out["scoring"] = SCORING_MEAN if len(vals) > 1 else "one participant's metrics"
     out["per_participant"] = {str(p): {k: v[k] for k in ("accuracy", "auc", "tpr_at_fpr")}
                               for p, v in per.items()}
+    if victim is not None and victim in per and len(per) > 1:
+        out["on_victim"] = {"participant": victim, **{k: per[victim][k] for k in (
+            "accuracy", "auc", "tpr_at_fpr", "n_members", "n_nonmembers")}}
     return out

@@ -62,7 +62,8 @@ def evaluate_uploads(ctx: AttackContext, scenario: Scenario) -> dict:
             used_all[p] = used
     if not per:
         return {"skipped": "; ".join(notes)}
-    return {**mean_result(per), "epochs_used": {str(p): u for p, u in used_all.items()},
+    return {**mean_result(per, ctx.cfg.attack.target_participant),
+            "epochs_used": {str(p): u for p, u in used_all.items()},
             "notes": notes,
             "target": "mean over participants" if len(victims) > 1 else f"participant {victims[0]}"}
 
