@@ -65,7 +65,9 @@ def tabulate(per_seed: list[dict], attacks: list[str]) -> tuple[str, list[list[s
         acc = metric(a, lambda x: x["accuracy"])
         auc = metric(a, lambda x: x["auc"])
         tpr = metric(a, lambda x: x["tpr_at_fpr"]["0.01"])
-        setting = catalog.get(a).training_for("federated").name
+        scenario = catalog.get(a)
+        setting = (scenario.training_for("federated").name if "federated" in scenario.modes
+                   else "passive")
         tr = [r["settings"][setting]["train_acc"] for r in per_seed if setting in r["settings"]]
         te = [r["settings"][setting]["test_acc"] for r in per_seed if setting in r["settings"]]
         md.append(f"| {a} | {_ms(acc)} | {_ms(auc, 1, 3)} | {_ms(tpr)} | {_ms(tr)} | "

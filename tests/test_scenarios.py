@@ -76,3 +76,25 @@ def test_a_defense_a_scenario_refuses_is_a_config_error():
     with pytest.raises(ConfigError, match="dp_sgd"):
         load_config(None, ["federation.mode=standalone", "defense.name=dp_sgd",
                            "attack.names=[standalone_whitebox]"])
+
+
+def test_compare_puts_passive_and_active_on_the_victims_records():
+    from fl_sim.compare import tabulate
+
+    def metrics(acc):
+        return {"accuracy": acc, "auc": acc, "tpr_at_fpr": {"0.001": 0.0, "0.01": 0.1, "0.1": 0.2},
+                "n_members": 10, "n_nonmembers": 10}
+
+    seed = {"dataset": "digits", "model": "fc", "settings": {
+        "passive": {"train_acc": 1.0, "test_acc": 0.9},
+        "global_isolating": {"train_acc": 1.0, "test_acc": 0.8}}, "attacks": [
+        {"name": "global_passive", **metrics(0.6), "target": "mean over participants",
+         "on_victim": {"participant": 0, **metrics(0.7)}},
+        {"name": "global_isolating", **metrics(0.9), "target": "participant 0"},
+        {"name": "local_passive", **metrics(0.55), "target": "union of the other participants' data"},
+        {"name": "loss_threshold", "skipped": "not federated"}]}
+    md, _ = tabulate([seed], ["global_passive", "global_isolating", "local_passive", "loss_threshold"])
+    victim = md.split("On the victim's records")[1]
+    assert "| global_passive | 70.0 ± 0.0 |" in victim        # its on_victim part, not the mean
+    assert "| global_isolating | 90.0 ± 0.0 |" in victim
+    assert "local_passive" not in victim                        # not judged on the victim
