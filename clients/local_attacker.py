@@ -1,6 +1,7 @@
 """The local attacker: a participant that trains honestly (so its uploads look normal),
 records every global model it receives, and in its active mode pushes its upload up the
-loss of the target records (gradient ascent, Nasr et al. Sec. V-B).
+loss of the target records (gradient ascent, Nasr et al. Sec. V-B); boosted, it scales that
+push by ``boost`` so that averaging with the honest uploads does not shrink it.
 
 It records to disk because Ray may run it in a different worker process every round.
 Its reply has exactly the shape of an honest one.
@@ -27,10 +28,20 @@ def malicious_train(plan: ClientPlan, attack: LocalAttackPlan, round_: int,
     model = model_from(plan.model_spec(), received)
     x, y = load_partition(plan, pid)
     loss, extra = local_train(plan, pid, round_, model, x, y)
+    upload = get_arrays(model)
     if attack.active and round_ in attack.ascent_rounds and attack.targets:
         tx, ty = load_records(plan, attack.targets)
         gradient_ascent(model, tx, ty, attack.gamma)
-    return get_arrays(model), len(y), loss, extra
+        upload = boosted(upload, get_arrays(model), attack.boost)
+    return upload, len(y), loss, extra
+
+
+def boosted(before: dict, after: dict, boost: float) -> dict:
+    """``before + boost * (after - before)``: the ascent's change scaled, e.g. by N so that
+    FedAvg's 1/N weight leaves the whole step in the aggregate (beyond the paper)."""
+    if boost == 1.0:
+        return after
+    return {k: (before[k] + boost * (after[k] - before[k])).astype(after[k].dtype) for k in after}
 
 
 def malicious_reply(plan: ClientPlan, attack: LocalAttackPlan, round_: int,

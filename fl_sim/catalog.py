@@ -36,6 +36,7 @@ class Training:
     isolate: bool = False
     global_ascent: bool = False
     local_ascent: bool = False
+    local_boost: bool = False        # the local attacker scales its ascent by N (beyond the paper)
     defenses: tuple[str, ...] = ("none", "dp_sgd")
     summary: str = ""
 
@@ -50,6 +51,9 @@ TRAININGS: dict[str, Training] = {t.name: t for t in (
              summary="isolation, and the victim's own model pushed up the loss"),
     Training("local_gradient_ascent", local_ascent=True,
              summary="one participant pushes its upload up the others' targets' loss"),
+    Training("local_gradient_ascent_boosted", local_ascent=True, local_boost=True,
+             summary="the same push scaled by the number of participants, so FedAvg's "
+                     "averaging does not divide it away"),
     # the defenses are applied by the federated clients; stand-alone training has none
     Training("standalone", mode="standalone", defenses=("none",),
              summary="one model trained alone"),
@@ -174,6 +178,9 @@ for _s in (
              training="passive", summary="a participant reads the global models"),
     Scenario("local_gradient_ascent", _FED, "received", "union_of_others", "whitebox",
              training="local_gradient_ascent", summary="active: a participant's upload ascends"),
+    Scenario("local_gradient_ascent_boosted", _FED, "received", "union_of_others", "whitebox",
+             training="local_gradient_ascent_boosted",
+             summary="beyond the paper: the local ascent scaled by N to survive averaging"),
     # federated, beyond the paper
     Scenario("global_calibrated", _FED, "uploads", "each_participant", "lira",
              training="passive", evaluate="calibrated_uploads",

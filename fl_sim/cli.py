@@ -1,7 +1,7 @@
 """The ``fl-sim`` command line.
 
 fl-sim run [CONFIG] [--set key=value ...] [--out DIR] [--overwrite] [--resume RUN_DIR]
-fl-sim compare [CONFIG] --attacks LIST --seeds K [--out DIR]
+fl-sim compare [CONFIG] --attacks LIST --seeds K [--sweep KEY=V1,V2,...] [--out DIR]
 fl-sim attack RUN_DIR [--set attack.key=value ...] [--epochs LIST ...]
 fl-sim validate CONFIG
 fl-sim datasets [--root DIR]
@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--epoch-sets", action="append", default=[], metavar="LIST",
                    help="also re-attack each seed with these epochs, e.g. 10,20,30 "
                         "(repeat; tabulated in table_epochs.md, Table XII)")
+    c.add_argument("--sweep", metavar="KEY=V1,V2,...",
+                   help="repeat the comparison for each value of one config key (e.g. "
+                        "attack.gamma=0.001,0.01); writes sweep.md/.csv/.png")
     c.add_argument("--overwrite", action="store_true")
     c.add_argument("--no-progress", action="store_true")
 
@@ -116,6 +119,16 @@ def _cmd_compare(args) -> int:
         bad = [e for e in es if not 1 <= e <= cfg.federation.rounds]
         if bad:
             raise FlSimError(f"--epoch-sets: rounds {bad} outside 1..{cfg.federation.rounds}")
+    if args.sweep:
+        from fl_sim.sweep import run_sweep
+
+        if epoch_sets:
+            raise FlSimError("--sweep and --epoch-sets: give one of them")
+        out = run_sweep(cfg, args.sweep, args.seeds, args.out, overwrite=args.overwrite,
+                        progress=not args.no_progress)
+        print((out / "sweep.md").read_text())
+        print(f"written: {out / 'sweep.md'}, {out / 'sweep.csv'}, {out / 'sweep.png'}")
+        return 0
     out = run_compare(cfg, args.seeds, args.out, overwrite=args.overwrite,
                       progress=not args.no_progress, epoch_sets=epoch_sets)
     print((out / "table.md").read_text())

@@ -38,6 +38,12 @@ def _std(v) -> str:
     return f"{np.std(v, ddof=1):.4f}" if len(v) > 1 else ("0.0000" if len(v) else "")
 
 
+def runs_of_setting(name: str, setting: str) -> bool:
+    """Whether the federation ``name`` trained ``setting`` (for one victim, or for a victim
+    in turn: ``<setting>-victim<k>``)."""
+    return name == setting or name.startswith(f"{setting}-victim")
+
+
 def tabulate(per_seed: list[dict], attacks: list[str]) -> tuple[str, list[list[str]]]:
     """Markdown and CSV rows from the seeds' results.json dicts."""
     first = per_seed[0]
@@ -68,8 +74,8 @@ def tabulate(per_seed: list[dict], attacks: list[str]) -> tuple[str, list[list[s
         scenario = catalog.get(a)
         setting = (scenario.training_for("federated").name if "federated" in scenario.modes
                    else "passive")
-        tr = [r["settings"][setting]["train_acc"] for r in per_seed if setting in r["settings"]]
-        te = [r["settings"][setting]["test_acc"] for r in per_seed if setting in r["settings"]]
+        runs = [v for r in per_seed for k, v in r["settings"].items() if runs_of_setting(k, setting)]
+        tr, te = [v["train_acc"] for v in runs], [v["test_acc"] for v in runs]
         md.append(f"| {a} | {_ms(acc)} | {_ms(auc, 1, 3)} | {_ms(tpr)} | {_ms(tr)} | "
                   f"{_ms(te)} | {len(acc)} |")
         rows.append([first["dataset"], first["model"], a, _mean(acc), _std(acc), _mean(auc),
@@ -80,11 +86,11 @@ def tabulate(per_seed: list[dict], attacks: list[str]) -> tuple[str, list[list[s
 
 
 def on_victim(attack: dict) -> dict | None:
-    """An attack's metrics on the victim's records: its ``on_victim`` part when it reports
-    several participants, itself when it targets one participant (active attacks)."""
+    """An attack's metrics on the victims' records: its ``on_victim`` part when it reports
+    every participant, itself when it is judged on the victims alone (active attacks)."""
     if "on_victim" in attack:
         return attack["on_victim"]
-    return attack if str(attack.get("target", "")).startswith("participant") else None
+    return attack if attack.get("judged_on") == "the victims' records" else None
 
 
 def victim_table(per_seed: list[dict], attacks: list[str]) -> list[str]:
@@ -125,6 +131,24 @@ def epochs_table(rows: list[dict]) -> str:
     return "\n".join(md)
 
 
+def rotating(cfg: Config) -> Config:
+    """The paper averages the active attacks over victims: compare rotates the victim over
+    every participant (one federation each) unless the config chose ``attack.victims``."""
+    if "victims" in cfg.attack.model_fields_set:
+        return cfg
+    return cfg.model_copy(update={"attack": cfg.attack.model_copy(update={"victims": "all"})})
+
+
+def run_seeds(cfg: Config, seeds: int, out: Path, progress: bool) -> list[dict]:
+    """One experiment per seed (cfg.seed, cfg.seed + 1, ...) into ``out/seed-<seed>``."""
+    per_seed = []
+    for k in range(seeds):
+        seed_cfg = cfg.model_copy(deep=True)
+        seed_cfg.seed = cfg.seed + k
+        per_seed.append(run_experiment(seed_cfg, out / f"seed-{cfg.seed + k}", progress=progress))
+    return per_seed
+
+
 def run_compare(cfg: Config, seeds: int, out: str | Path | None, *, overwrite: bool = False,
                 progress: bool = True, epoch_sets: list[list[int]] | None = None) -> Path:
     check_names(cfg)
@@ -134,12 +158,8 @@ def run_compare(cfg: Config, seeds: int, out: str | Path | None, *, overwrite: b
                       f"{cfg.model.name}")
     prepare_run_dir(out, overwrite=overwrite)
     t0 = time.time()
-    per_seed = []
-    for k in range(seeds):
-        seed_cfg = cfg.model_copy(deep=True)
-        seed_cfg.seed = cfg.seed + k
-        per_seed.append(run_experiment(seed_cfg, out / f"seed-{cfg.seed + k}",
-                                       progress=progress))
+    cfg = rotating(cfg)
+    per_seed = run_seeds(cfg, seeds, out, progress)
     md, rows = tabulate(per_seed, list(cfg.attack.names))
     wall = time.time() - t0
     md += f"\n\nWall time: {wall:.0f} s for {seeds} seeds.\n"

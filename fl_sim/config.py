@@ -69,10 +69,18 @@ class AttackConfig(_Section):
     target_participant: int = Field(0, ge=0)
     # rounds whose snapshots the attack uses; None: the paper's proportions of the rounds
     epochs: list[int] | None = None
+    # gradient-ascent step per target record (Nasr et al.: W <- W + gamma * grad L(W; x))
     gamma: float = 1.0
     # rounds where active attacks push; None: the attack epochs (global attacker) or the
     # round before each (local attacker: the others react in the round after its push)
     ascent_rounds: list[int] | None = None
+    # rounds in which the isolating aggregator sends the victim only its own model; None:
+    # every round from isolate_from on (None: the first attack epoch; 1: all of training)
+    isolate_rounds: list[int] | None = None
+    isolate_from: int | None = Field(None, ge=1)
+    # whose records the active attacks target: the target participant, every participant
+    # in turn (one federation each, reported as the mean), or a list
+    victims: list[int] | Literal["target", "all"] = "target"
     known_fraction: float = Field(0.5, gt=0, lt=1)  # share of each member set the attacker knows
     layers: list[str] | str = "last"  # gradient layers: "last", "last2", "all" or module names
     output_layers: list[str] = Field(default_factory=list)
@@ -134,10 +142,16 @@ class Config(_Section):
                 f"attack.target_participant={att.target_participant} is out of range "
                 f"for federation.participants={fed.participants}"
             )
-        for key, rounds in (("attack.epochs", att.epochs), ("attack.ascent_rounds", att.ascent_rounds)):
+        for key, rounds in (("attack.epochs", att.epochs), ("attack.ascent_rounds", att.ascent_rounds),
+                            ("attack.isolate_rounds", att.isolate_rounds),
+                            ("attack.isolate_from", [att.isolate_from] if att.isolate_from else [])):
             for r in rounds or []:
                 if not 1 <= r <= fed.rounds:
                     raise ValueError(f"{key} contains {r}, outside 1..federation.rounds={fed.rounds}")
+        if isinstance(att.victims, list) and (not att.victims or any(
+                not 0 <= v < fed.participants for v in att.victims)):
+            raise ValueError(f"attack.victims {att.victims} must name participants "
+                             f"0..{fed.participants - 1}")
         for r, parts in fed.fail.items():
             if not 1 <= int(r) <= fed.rounds or any(not 0 <= p < fed.participants for p in parts):
                 raise ValueError(f"federation.fail has round {r} or participants {parts} out of range")
@@ -154,6 +168,26 @@ class Config(_Section):
             return sorted(set(self.attack.epochs))
         r = self.federation.rounds
         return sorted({max(1, math.floor(f * r + 0.5)) for f in PAPER_EPOCH_FRACTIONS})
+
+    def isolate_rounds(self) -> list[int]:
+        """Rounds in which an isolating aggregator cuts the victim off (see
+        ``attack.isolate_rounds`` / ``attack.isolate_from``)."""
+        if self.attack.isolate_rounds:
+            return sorted(set(self.attack.isolate_rounds))
+        start = self.attack.isolate_from or self.attack_epochs()[0]
+        return list(range(start, self.federation.rounds + 1))
+
+    def victims(self) -> list[int]:
+        """The participants the active attacks target, one federation each."""
+        v = self.attack.victims
+        if v == "target":
+            return [self.attack.target_participant]
+        return list(range(self.federation.participants)) if v == "all" else sorted(set(v))
+
+    def for_victim(self, victim: int) -> "Config":
+        """This config with ``attack.target_participant = victim``."""
+        return self.model_copy(update={"attack": self.attack.model_copy(
+            update={"target_participant": victim})})
 
     def ascent_rounds(self, local: bool = False) -> list[int]:
         """Rounds in which an active attacker pushes (see ``attack.ascent_rounds``)."""

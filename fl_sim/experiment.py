@@ -79,15 +79,16 @@ def _train(cfg: Config, data: Data, split: Split, run_dir: Path, progress: bool,
         target = run_standalone(cfg, data, split, run_dir)
         timing["train_s"] = time.time() - t
         return target, {}
-    from fl_sim.federated import train_federated
+    from fl_sim.federated import runs_of, train_federated
 
     done: dict[str, dict] = {}
     tick, close = _progress(cfg, progress)
     try:
         for training in trainings:
-            t = time.time()
-            done[training.name] = train_federated(cfg, training, data, split, run_dir, tick)
-            timing[f"train_{training.name}_s"] = time.time() - t
+            for name, run_cfg in runs_of(cfg, training):
+                t = time.time()
+                done[name] = train_federated(run_cfg, training, data, split, run_dir, tick, name)
+                timing[f"train_{name}_s"] = time.time() - t
     finally:
         close()
     return {k: done["passive"][k] for k in ("train_acc", "test_acc")}, done
@@ -113,7 +114,7 @@ def _attack_progress(cfg: Config, enabled: bool, timing: dict):
 def _results(cfg: Config, data: Data, target: dict, trainings: dict, attacks: list,
              timing: dict) -> dict:
     failures = [dict(f, setting=name) for name, s in trainings.items() for f in s["failures"]]
-    keys = ("train_acc", "test_acc", "snapshot_bytes", "dp_epsilon")
+    keys = ("train_acc", "test_acc", "victim", "snapshot_bytes", "dp_epsilon")
     return {
         "dataset": data.name,
         "dataset_display_name": data.display_name,

@@ -34,6 +34,15 @@ def others_of(cfg: Config) -> list[int]:
     return [p for p in range(cfg.federation.participants) if p != local_attacker_of(cfg)]
 
 
+def runs_of(cfg: Config, training: Training) -> list[tuple[str, Config]]:
+    """(snapshot directory name, config) of every federation ``training`` needs: one, or,
+    when an aggregator's active attack rotates its victim (``attack.victims``), one per
+    victim, each with that victim as ``attack.target_participant``."""
+    if not (training.isolate or training.global_ascent) or cfg.attack.victims == "target":
+        return [(training.name, cfg)]
+    return [(f"{training.name}-victim{v}", cfg.for_victim(v)) for v in cfg.victims()]
+
+
 def keep_rounds(cfg: Config) -> list[int] | None:
     kr = cfg.federation.keep_rounds
     if kr == "all":
@@ -53,10 +62,10 @@ class _Resume:
 
 
 def write_plans(cfg: Config, training: Training, data: Data, split: Split,
-                run_dir: Path) -> tuple[Path, dict[int, str]]:
+                run_dir: Path, name: str) -> tuple[Path, dict[int, str]]:
     """The honest participants' plan and the local attacker's own; returns their paths."""
     fed = cfg.federation
-    store_dir = run_dir / "snapshots" / training.name
+    store_dir = run_dir / "snapshots" / name
     plan = ClientPlan(
         store_dir=str(store_dir), x_path=data.x_path, y_path=data.y_path,
         input_shape=list(data.input_shape), num_classes=data.num_classes,
@@ -70,7 +79,7 @@ def write_plans(cfg: Config, training: Training, data: Data, split: Split,
     )
     plans = run_dir / "plans"
     plans.mkdir(exist_ok=True)
-    plan_path = plans / f"{training.name}.json"
+    plan_path = plans / f"{name}.json"
     plan.save(plan_path)
     if fed.participants < 2:
         return plan_path, {}
@@ -79,8 +88,9 @@ def write_plans(cfg: Config, training: Training, data: Data, split: Split,
     attack = LocalAttackPlan(
         participant=attacker, active=active,
         targets=target_sets(split, others_of(cfg)).all_indices().tolist() if active else [],
-        ascent_rounds=cfg.ascent_rounds(local=True) if active else [], gamma=cfg.attack.gamma)
-    attack_path = plans / f"{training.name}.local-attacker.json"
+        ascent_rounds=cfg.ascent_rounds(local=True) if active else [], gamma=cfg.attack.gamma,
+        boost=float(fed.participants) if training.local_boost else 1.0)
+    attack_path = plans / f"{name}.local-attacker.json"
     attack.save(attack_path)
     return plan_path, {attacker: str(attack_path)}
 
@@ -129,6 +139,7 @@ def make_strategy(cfg: Config, training: Training, data: Data, split: Split,
     settings = AttackerSettings(
         isolate=training.isolate, ascent=training.global_ascent,
         victim=cfg.attack.target_participant, ascent_rounds=set(cfg.ascent_rounds()),
+        isolate_rounds=set(cfg.isolate_rounds()),
         ascent_fn=ascent_step(cfg, data, split) if training.global_ascent else None)
     # every participant trains every round (the paper's setting); failures are tolerated.
     # FedAvg warns that client-side evaluation is off: it is meant to be.
@@ -144,15 +155,20 @@ def make_strategy(cfg: Config, training: Training, data: Data, split: Split,
     return strategy
 
 
-def measure_training(cfg: Config, training: Training, data: Data, split: Split,
-                     store: SnapshotStore, failures_path: Path) -> dict:
+def measure_training(cfg: Config, data: Data, split: Split, store: SnapshotStore,
+                     failures_path: Path) -> dict:
     """Target accuracy after the last round, failures, disk use and DP epsilon."""
     final_round = max(store.rounds("global"), default=0)
     if final_round < cfg.federation.rounds:
-        raise RuntimeError(f"federation {training.name} stopped after round {final_round} "
+        raise RuntimeError(f"federation {store.dir.name} stopped after round {final_round} "
                            f"of {cfg.federation.rounds}")
     all_train = [i for part in split.train for i in part]
     out = measure(cfg, data, split, store.get(final_round, None, "global"), all_train)
+    victim = cfg.attack.target_participant
+    if store.find(final_round, victim, "upload") is not None:  # the model the victim holds
+        mine = measure(cfg, data, split, store.get(final_round, victim, "upload"),
+                       split.train[victim])
+        out["victim"] = {"participant": victim, **mine}
     out["failures"] = read_json(failures_path) if failures_path.exists() else []
     out["snapshot_bytes"] = store.size_bytes()
     if cfg.defense.name == "dp_sgd":
@@ -164,16 +180,17 @@ def measure_training(cfg: Config, training: Training, data: Data, split: Split,
 
 
 def train_federated(cfg: Config, training: Training, data: Data, split: Split,
-                    run_dir: Path, progress=None) -> dict:
-    """Train the federation under ``training``; returns target accuracy and failures.
+                    run_dir: Path, progress=None, name: str | None = None) -> dict:
+    """Train the federation under ``training`` into ``snapshots/<name>`` (default: the
+    training's name); returns target accuracy and failures.
 
-    ``progress(training_name, round)`` is called after every round."""
+    ``progress(name, round)`` is called after every round."""
     from fl_sim.federation import run_federation
 
-    fed = cfg.federation
-    store = SnapshotStore(run_dir / "snapshots" / training.name, keep_rounds=keep_rounds(cfg))
+    fed, name = cfg.federation, name or training.name
+    store = SnapshotStore(run_dir / "snapshots" / name, keep_rounds=keep_rounds(cfg))
     failures_path = store.dir / "failures.json"
-    plan_path, attacker_plans = write_plans(cfg, training, data, split, run_dir)
+    plan_path, attacker_plans = write_plans(cfg, training, data, split, run_dir, name)
     resume = resume_point(cfg, data, store, failures_path)
     strategy = make_strategy(cfg, training, data, split, store, resume, failures_path)
     if fed.rounds > resume.start:
@@ -181,6 +198,6 @@ def train_federated(cfg: Config, training: Training, data: Data, split: Split,
                        rounds=fed.rounds - resume.start, initial_arrays=resume.init,
                        attacker_plans=attacker_plans, num_cpus=fed.num_cpus,
                        num_gpus=fed.num_gpus, round_timeout_s=fed.round_timeout_s,
-                       on_round=(lambda r: progress(training.name, r + resume.start))
+                       on_round=(lambda r: progress(name, r + resume.start))
                        if progress else None)
-    return measure_training(cfg, training, data, split, store, failures_path)
+    return measure_training(cfg, data, split, store, failures_path)

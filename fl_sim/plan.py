@@ -61,6 +61,7 @@ class LocalAttackPlan:
     targets: list[int] = field(default_factory=list)
     ascent_rounds: list[int] = field(default_factory=list)
     gamma: float = 0.0
+    boost: float = 1.0               # the ascent's change to the upload is scaled by this
 
     def save(self, path: Path) -> None:
         atomic_write_bytes(Path(path), json.dumps(asdict(self)).encode())

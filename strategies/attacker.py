@@ -6,8 +6,9 @@ algorithm to ``inner`` and adds what a curious or malicious aggregator can do:
 - passive: record every participant's upload and the aggregate, each round; change nothing;
 - gradient ascent: at chosen rounds, before sending, move the parameters up the loss of the
   target records, W <- W + gamma * grad L(W; targets), and send that to every participant;
-- isolating: send the victim only its own previous upload (in round 1, the initial model,
-  which is all anyone has), so the victim trains as if alone. The other participants keep
+- isolating: in the isolation rounds, send the victim only its own previous upload (in
+  round 1, the initial model, which is all anyone has), so the victim trains as if alone;
+  outside them it gets the aggregate like everyone. The other participants keep
   receiving the inner strategy's aggregate of *all* replies, the victim's included: the
   victim is cut off from the federation, the federation is not cut off from the victim;
 - isolating + gradient ascent: the victim's own previous upload, pushed up the loss.
@@ -40,6 +41,7 @@ class AttackerSettings:
     ascent: bool = False
     victim: int = 0
     ascent_rounds: set[int] = field(default_factory=set)
+    isolate_rounds: set[int] | None = None   # None: every round
     # (arrays) -> arrays pushed up the target records' loss; None when no ascent is configured
     ascent_fn: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None
 
@@ -82,16 +84,17 @@ class GlobalAttacker(Strategy):
         if (s.isolate or s.ascent) and not self._discovered:
             self._discover(grid)
         ascend = s.ascent and rnd in s.ascent_rounds and s.ascent_fn is not None
-        if not (ascend or s.isolate):
+        isolating = s.isolate and (s.isolate_rounds is None or rnd in s.isolate_rounds)
+        if not (ascend or isolating):
             return messages
         global_arrays = record_to_arrays(arrays)
         victim_node = self.node_of.get(s.victim)
         out = []
         for msg in messages:
             is_victim = victim_node is not None and msg.metadata.dst_node_id == victim_node
-            if s.isolate and is_victim and s.victim in self.last_upload:
+            if isolating and is_victim and s.victim in self.last_upload:
                 payload = self.last_upload[s.victim]
-            elif ascend and (not s.isolate or is_victim or victim_node is None):
+            elif ascend and (not isolating or is_victim or victim_node is None):
                 payload = global_arrays
             else:
                 out.append(msg)

@@ -21,8 +21,10 @@ VICTIM = 0
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("active")
-    cfg = tiny_config(federation__rounds=3, federation__record_received=True,
-                      attack__epochs=[2, 3], attack__gamma=2.0, attack__target_participant=VICTIM)
+    # gamma is per target record: 0.035 x 60 targets is the step the mean-loss rule took with 2.0
+    cfg = tiny_config(federation__rounds=4, federation__record_received=True,
+                      attack__epochs=[2, 3], attack__gamma=0.035, attack__target_participant=VICTIM,
+                      attack__isolate_rounds=[3, 4])
     data = load_data(cfg)
     split = make_run_split(cfg, len(data.y))
     for name in ("global_isolating", "global_gradient_ascent"):
@@ -34,10 +36,19 @@ def _same(a, b):
     return all(np.array_equal(a[k], b[k]) for k in a)
 
 
+def test_isolation_happens_exactly_in_its_window(runs):
+    _, _, _, run_dir = runs
+    s = SnapshotStore(run_dir / "snapshots" / "global_isolating")
+    for rnd in (1, 2):  # before the window: the aggregate, like everyone
+        got = s.get(rnd, VICTIM, "received")
+        assert all(_same(s.get(rnd, p, "received"), got) for p in (1, 2, 3))
+        assert s.find(rnd, VICTIM, "sent") is None
+
+
 def test_isolated_victim_receives_exactly_its_own_previous_upload(runs):
     _, _, _, run_dir = runs
     s = SnapshotStore(run_dir / "snapshots" / "global_isolating")
-    for rnd in (2, 3):
+    for rnd in (3, 4):
         got = s.get(rnd, VICTIM, "received")  # recorded by the victim's own client
         assert _same(got, s.get(rnd - 1, VICTIM, "upload"))
         assert not _same(got, s.get(rnd - 1, None, "global"))

@@ -56,6 +56,16 @@ def _cases(tmp):
         (["validate", str(unknown_key)], "unknown key"),
         (["attack", str(tmp / "no-run")], "not a complete run"),
         (["compare", "--attacks", "global_passive", "--seeds", "0"], "--seeds"),
+        (["compare", "--attacks", "global_gradient_ascent", "--sweep", "attack.gamma=a,b",
+          "--out", str(tmp / "sw")], "attack.gamma"),
+        (["compare", "--attacks", "global_gradient_ascent", "--sweep", "attack.nope=1,2",
+          "--out", str(tmp / "sw")], "unknown key"),
+        (["compare", "--attacks", "global_gradient_ascent", "--sweep", "attack.gamma=0.1",
+          "--out", str(tmp / "sw")], "at least two values"),
+        (["compare", "--attacks", "global_gradient_ascent", "--sweep", "gamma=1,2",
+          "--out", str(tmp / "sw")], "config key"),
+        (["run", "--set", "attack.isolate_rounds=[0]"], "attack.isolate_rounds"),
+        (["run", "--set", "attack.victims=[7]"], "attack.victims"),
         (["run", "--resume", str(tmp / "no-run")], "not a run directory"),
     ]
 
@@ -78,3 +88,4 @@ def test_each_malformed_input_is_one_clear_line(tmp_path, capsys):
         assert fragment in lines[0], (argv, lines[0])
         assert "Traceback" not in err
         assert not (out / "results.json").exists()
+    assert not (tmp_path / "sw").exists()  # a refused sweep leaves no directory behind

@@ -81,7 +81,7 @@ def test_reported_numbers_describe_one_curve_and_the_victims_records(two_runs):
         for k, v in a["tpr_at_fpr"].items():
             assert tpr[np.flatnonzero(np.isclose(fpr, float(k)))[0]] == pytest.approx(v), (a["name"], k)
         on_victim = a["on_victim"]
-        assert on_victim["participant"] == 0
+        assert on_victim["participants"] == [0]
         assert on_victim["n_members"] == int(victim_eval.sum())
         assert on_victim["n_nonmembers"] == int((1 - victim_eval).sum())
         assert on_victim["auc"] == a["per_participant"]["0"]["auc"]

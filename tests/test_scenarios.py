@@ -89,8 +89,9 @@ def test_compare_puts_passive_and_active_on_the_victims_records():
         "passive": {"train_acc": 1.0, "test_acc": 0.9},
         "global_isolating": {"train_acc": 1.0, "test_acc": 0.8}}, "attacks": [
         {"name": "global_passive", **metrics(0.6), "target": "mean over participants",
-         "on_victim": {"participant": 0, **metrics(0.7)}},
-        {"name": "global_isolating", **metrics(0.9), "target": "participant 0"},
+         "on_victim": {"participants": [0], **metrics(0.7)}},
+        {"name": "global_isolating", **metrics(0.9), "target": "participant 0",
+         "judged_on": "the victims' records"},
         {"name": "local_passive", **metrics(0.55), "target": "union of the other participants' data"},
         {"name": "loss_threshold", "skipped": "not federated"}]}
     md, _ = tabulate([seed], ["global_passive", "global_isolating", "local_passive", "loss_threshold"])

@@ -36,7 +36,7 @@ def summary_lines(results: dict) -> list[str]:
         for a in results["attacks"]:
             v = a.get("on_victim")
             if v:
-                lines.append(f"  {a['name']} on participant {v['participant']}'s records alone "
+                lines.append(f"  {a['name']} on the records of participants {v['participants']} alone "
                              f"(as the active attacks): accuracy {_pct(v['accuracy'])}%, "
                              f"AUC {v['auc']:.3f}, TPR@1%FPR {_pct(v['tpr_at_fpr']['0.01'])}%")
     for f in results.get("failures", []):

@@ -78,7 +78,7 @@ def evaluate_calibrated_uploads(ctx: AttackContext, scenario: Scenario) -> dict:
             per[p], used_all[p] = res, used
     if not per:
         return {"skipped": "; ".join(notes)}
-    return {**mean_result(per, ctx.cfg.attack.target_participant),
+    return {**mean_result(per, ctx.cfg.victims()),
             "epochs_used": {str(p): u for p, u in used_all.items()},
             "notes": notes, "target": "mean over participants",
             "references": "the other participants' uploads of the same round"}

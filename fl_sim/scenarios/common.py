@@ -31,9 +31,10 @@ class AttackContext:
     def seed(self) -> int:
         return self.cfg.seed + self.cfg.attack.seed_offset
 
-    def store(self, scenario: Scenario) -> SnapshotStore:
-        training = scenario.training_for(self.cfg.federation.mode)
-        return SnapshotStore(Path(self.run_dir) / "snapshots" / training.name)
+    def store(self, scenario: Scenario, name: str | None = None) -> SnapshotStore:
+        """The snapshots of the scenario's training (or of its federation ``name``)."""
+        name = name or scenario.training_for(self.cfg.federation.mode).name
+        return SnapshotStore(Path(self.run_dir) / "snapshots" / name)
 
 
 def features_of(cfg: Config, data: Data, arrays: dict, *idx_sets: np.ndarray) -> list:
@@ -97,21 +98,26 @@ SCORING_MEAN = ("mean over participants of per-participant metrics (the paper's 
                 "reads off it; accuracy at thresholds chosen on the attacker's known records")
 
 
-def mean_result(per: dict[int, dict], victim: int | None = None) -> dict:
+def mean_result(per: dict[int, dict], victims: list[int] | None = None) -> dict:
     """Metrics averaged over participants (the paper's report), counts summed, the ROC
-    averaged vertically; ``on_victim``: the victim's own metrics, comparable with the
-    active attacks', which target the victim alone."""
+    averaged vertically. With ``victims`` (an attack on every participant): ``on_victim``,
+    the same averages over the victims' own results, comparable with the active attacks,
+    which are judged on the victims' records alone."""
     vals = list(per.values())
+    out = _mean(vals)
+    out["roc"] = average_roc([v["roc"] for v in vals])
+    out["scoring"] = SCORING_MEAN if len(vals) > 1 else "one participant's metrics"
+    out["per_participant"] = {str(p): {k: v[k] for k in ("accuracy", "auc", "tpr_at_fpr")}
+                              for p, v in per.items()}
+    if victims is not None and len(per) > 1 and all(v in per for v in victims):
+        out["on_victim"] = {"participants": list(victims), **_mean([per[v] for v in victims])}
+    return out
+
+
+def _mean(vals: list[dict]) -> dict:
     out = {k: float(np.mean([v[k] for v in vals])) for k in ("accuracy", "auc")}
     out["tpr_at_fpr"] = {f: float(np.mean([v["tpr_at_fpr"][f] for v in vals]))
                          for f in vals[0]["tpr_at_fpr"]}
     out["n_members"] = int(sum(v["n_members"] for v in vals))
     out["n_nonmembers"] = int(sum(v["n_nonmembers"] for v in vals))
-    out["roc"] = average_roc([v["roc"] for v in vals])
-    out["scoring"] = SCORING_MEAN if len(vals) > 1 else "one participant's metrics"
-    out["per_participant"] = {str(p): {k: v[k] for k in ("accuracy", "auc", "tpr_at_fpr")}
-                              for p, v in per.items()}
-    if victim is not None and victim in per and len(per) > 1:
-        out["on_victim"] = {"participant": victim, **{k: per[victim][k] for k in (
-            "accuracy", "auc", "tpr_at_fpr", "n_members", "n_nonmembers")}}
     return out

@@ -13,7 +13,7 @@ the same sets the active attackers push on).
 from __future__ import annotations
 
 from fl_sim.catalog import Scenario
-from fl_sim.federated import local_attacker_of, others_of
+from fl_sim.federated import local_attacker_of, others_of, runs_of
 from fl_sim.scenarios.common import (
     AttackContext,
     attack_kind,
@@ -26,10 +26,14 @@ from fl_sim.snapshots import SnapshotStore
 from fl_sim.splits import TargetSets, target_sets
 
 
-def victims_of(ctx: AttackContext, scenario: Scenario) -> list[int]:
+def upload_jobs(ctx: AttackContext, scenario: Scenario) -> list[tuple[SnapshotStore, int]]:
+    """(snapshots, participant attacked) pairs: every participant in the one passive run,
+    or each victim in the federation that targeted it (``attack.victims``)."""
     if scenario.targets == "each_participant":
-        return list(range(ctx.split.participants))
-    return [ctx.cfg.attack.target_participant]
+        store = ctx.store(scenario)
+        return [(store, p) for p in range(ctx.split.participants)]
+    return [(ctx.store(scenario, name), c.attack.target_participant)
+            for name, c in runs_of(ctx.cfg, scenario.training_for("federated"))]
 
 
 def _upload_features(ctx: AttackContext, store: SnapshotStore, participant: int,
@@ -49,11 +53,10 @@ def _upload_features(ctx: AttackContext, store: SnapshotStore, participant: int,
 
 
 def evaluate_uploads(ctx: AttackContext, scenario: Scenario) -> dict:
-    """The global attacker: one attack per victim on its uploads; the mean over victims."""
-    store, kind = ctx.store(scenario), attack_kind(ctx.cfg, scenario)
-    victims = victims_of(ctx, scenario)
+    """The global attacker: one attack per participant on its uploads; the mean."""
+    kind = attack_kind(ctx.cfg, scenario)
     per, used_all, notes = {}, {}, []
-    for p in victims:
+    for store, p in upload_jobs(ctx, scenario):
         sets = target_sets(ctx.split, [p])
         known, evals, used = _upload_features(ctx, store, p, sets, notes)
         if used:
@@ -62,10 +65,13 @@ def evaluate_uploads(ctx: AttackContext, scenario: Scenario) -> dict:
             used_all[p] = used
     if not per:
         return {"skipped": "; ".join(notes)}
-    return {**mean_result(per, ctx.cfg.attack.target_participant),
-            "epochs_used": {str(p): u for p, u in used_all.items()},
-            "notes": notes,
-            "target": "mean over participants" if len(victims) > 1 else f"participant {victims[0]}"}
+    passive = scenario.targets == "each_participant"
+    out = mean_result(per, ctx.cfg.victims() if passive else None)
+    return {**out, "epochs_used": {str(p): u for p, u in used_all.items()}, "notes": notes,
+            "target": "mean over participants" if passive else
+            f"victims {sorted(per)}, one federation each" if len(per) > 1 else
+            f"participant {next(iter(per))}",
+            "judged_on": "every participant's records" if passive else "the victims' records"}
 
 
 def local_observations(store: SnapshotStore, attacker: int, epochs: list[int]):

@@ -1,0 +1,153 @@
+"""``fl-sim compare --sweep KEY=V1,V2,...``: attack strength and the victim's utility
+against one config value (e.g. ``attack.gamma``), over seeds.
+
+Each value is a ``compare`` of its own into ``<out>/<key>=<value>/`` (seeds, victim
+rotation); ``sweep.md`` / ``sweep.csv`` tabulate, per value and attack, the AUC and TPR at
+1 % FPR on the victims' records and the victims' own test accuracy (mean ± std over seeds),
+and ``sweep.png`` plots them against the value.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from fl_sim.compare import on_victim, rotating, run_seeds
+from fl_sim.config import Config, config_from_dict
+from fl_sim.errors import ConfigError
+from fl_sim.io import atomic_write_bytes, write_json
+from fl_sim.rundir import prepare_run_dir
+from fl_sim.target import check_names
+
+
+def parse_sweep(cfg: Config, spec: str) -> tuple[str, list, list[Config]]:
+    """``KEY=V1,V2,...`` -> (key, values, one validated config per value); a bad key or
+    value is a ConfigError naming it."""
+    if "=" not in spec:
+        raise ConfigError(f"--sweep {spec!r}: expected KEY=V1,V2,...")
+    key, raw = (p.strip() for p in spec.split("=", 1))
+    parts = key.split(".")
+    if len(parts) < 2 or any(not p.isidentifier() for p in parts) or key == "seed":
+        raise ConfigError(f"--sweep {key!r}: expected a config key such as attack.gamma")
+    values = [yaml.safe_load(v) for v in raw.split(",") if v.strip()]
+    if len(values) < 2:
+        raise ConfigError(f"--sweep {key}: give at least two values")
+    configs = []
+    for v in values:
+        tree = cfg.model_dump(mode="json", exclude_unset=False)
+        node = tree
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                raise ConfigError(f"--sweep {key}: {p} is not a config section")
+            node = node[p]
+        if parts[-1] not in node:
+            raise ConfigError(f"--sweep {key}: unknown key")
+        node[parts[-1]] = v
+        configs.append(config_from_dict(tree, f"--sweep {key}={v}"))
+    return key, values, configs
+
+
+def _victim_accuracy(results: dict, attack: str) -> float | None:
+    """The victims' own test accuracy in the federations ``attack`` trained (its active
+    training's), else the passive run's."""
+    from fl_sim import catalog
+
+    setting = catalog.get(attack).training_for("federated").name
+    vals = [s["victim"]["test_acc"] for k, s in results["settings"].items()
+            if (k == setting or k.startswith(f"{setting}-victim")) and "victim" in s]
+    return float(np.mean(vals)) if vals else None
+
+
+def sweep_rows(key: str, values: list, per_value: list[list[dict]], attacks: list[str]) -> list[dict]:
+    rows = []
+    for value, per_seed in zip(values, per_value):
+        for name in attacks:
+            got = [(on_victim(a), r) for r in per_seed for a in r["attacks"]
+                   if a["name"] == name and "accuracy" in a]
+            got = [(v, r) for v, r in got if v is not None] or \
+                [(a, r) for r in per_seed for a in r["attacks"] if a["name"] == name and "accuracy" in a]
+            if not got:
+                continue
+            acc = [x for x in (_victim_accuracy(r, name) for _, r in got) if x is not None]
+            rows.append({"key": key, "value": value, "attack": name, "seeds": len(got),
+                         "auc": [v["auc"] for v, _ in got],
+                         "tpr_1pct": [v["tpr_at_fpr"]["0.01"] for v, _ in got],
+                         "victim_test_acc": acc})
+    return rows
+
+
+def _ms(v: list[float], scale: float = 1.0, digits: int = 3) -> str:
+    if not v:
+        return "n/a"
+    a = np.asarray(v, dtype=float) * scale
+    return f"{a.mean():.{digits}f} ± {a.std(ddof=1) if len(a) > 1 else 0.0:.{digits}f}"
+
+
+def sweep_table(rows: list[dict]) -> tuple[str, list[list]]:
+    md = ["| value | attack | AUC | TPR@1%FPR % | victims' test acc % | seeds |",
+          "|---|---|---|---|---|---|"]
+    table = [["key", "value", "attack", "auc_mean", "auc_std", "tpr_1pct_mean",
+              "victim_test_acc_mean", "seeds"]]
+    for r in rows:
+        md.append(f"| {r['value']} | {r['attack']} | {_ms(r['auc'])} | "
+                  f"{_ms(r['tpr_1pct'], 100, 1)} | {_ms(r['victim_test_acc'], 100, 1)} | {r['seeds']} |")
+        table.append([r["key"], r["value"], r["attack"], np.mean(r["auc"]), np.std(r["auc"]),
+                      np.mean(r["tpr_1pct"]),
+                      np.mean(r["victim_test_acc"]) if r["victim_test_acc"] else "", r["seeds"]])
+    return "\n".join(md), table
+
+
+def sweep_plot(rows: list[dict], key: str, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    values = list(dict.fromkeys(str(r["value"]) for r in rows))
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    for name in dict.fromkeys(r["attack"] for r in rows):
+        mine = [r for r in rows if r["attack"] == name]
+        xs = [values.index(str(r["value"])) for r in mine]
+        for ax, field, scale in zip(axes, ("auc", "tpr_1pct", "victim_test_acc"), (1, 100, 100)):
+            ys = [np.mean(r[field]) * scale if r[field] else np.nan for r in mine]
+            es = [np.std(r[field]) * scale if r[field] else 0 for r in mine]
+            ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=name)
+    for ax, label in zip(axes, ("attack AUC", "TPR at 1% FPR (%)", "victims' test accuracy (%)")):
+        ax.set_xticks(range(len(values)), values)
+        ax.set_xlabel(key)
+        ax.set_ylabel(label)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run_sweep(cfg: Config, spec: str, seeds: int, out: str | Path | None, *,
+              overwrite: bool = False, progress: bool = True) -> Path:
+    check_names(cfg)
+    key, values, configs = parse_sweep(rotating(cfg), spec)
+    out = Path(out or f"runs/sweep-{time.strftime('%Y%m%d-%H%M%S')}-{key}")
+    prepare_run_dir(out, overwrite=overwrite)
+    t0 = time.time()
+    per_value = [run_seeds(c, seeds, out / f"{key}={v}", progress)
+                 for v, c in zip(values, configs)]
+    rows = sweep_rows(key, values, per_value, list(cfg.attack.names))
+    md, table = sweep_table(rows)
+    first = per_value[0][0]
+    title = f"{first.get('dataset_display_name', first['dataset'])}, {first['model']}: {key}"
+    wall = time.time() - t0
+    atomic_write_bytes(out / "sweep.md", (f"{title}, {seeds} seed(s), wall time {wall:.0f} s\n\n"
+                                          + md + "\n").encode())
+    buf = io.StringIO()
+    csv.writer(buf).writerows(table)
+    atomic_write_bytes(out / "sweep.csv", buf.getvalue().encode())
+    sweep_plot(rows, key, out / "sweep.png", title)
+    write_json(out / "sweep.json", {"key": key, "values": values, "seeds": seeds, "wall_s": wall,
+                                    "rows": rows})
+    return out
