@@ -75,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
 def _cmd_run(args) -> int:
     from fl_sim.config import load_config
     from fl_sim.experiment import run_experiment
-    from fl_sim.report import summary_lines
+    from fl_sim.report import summary_lines, verdict
 
     if args.resume:
         if args.config or args.overrides:
@@ -93,6 +93,8 @@ def _cmd_run(args) -> int:
     for line in summary_lines(results):
         print(line)
     print(f"run directory: {out}")
+    if (v := verdict(results["attacks"])) is not None:
+        print(v)
     return 0
 
 

@@ -19,6 +19,7 @@ from fl_sim.config import Config
 from fl_sim.errors import FlSimError
 from fl_sim.experiment import reattack, run_experiment
 from fl_sim.io import atomic_write_bytes, write_json
+from fl_sim.report import on_victim
 from fl_sim.rundir import prepare_run_dir
 from fl_sim.target import check_names
 
@@ -83,14 +84,6 @@ def tabulate(per_seed: list[dict], attacks: list[str]) -> tuple[str, list[list[s
                      str(len(acc))])
     md += ["", *victim_table(per_seed, attacks)]
     return "\n".join(md), rows
-
-
-def on_victim(attack: dict) -> dict | None:
-    """An attack's metrics on the victims' records: its ``on_victim`` part when it reports
-    every participant, itself when it is judged on the victims alone (active attacks)."""
-    if "on_victim" in attack:
-        return attack["on_victim"]
-    return attack if attack.get("judged_on") == "the victims' records" else None
 
 
 def victim_table(per_seed: list[dict], attacks: list[str]) -> list[str]:

@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from fl_sim.compare import on_victim, rotating, run_seeds
+from fl_sim.compare import rotating, run_seeds
 from fl_sim.config import Config, config_from_dict
 from fl_sim.errors import ConfigError
 from fl_sim.io import atomic_write_bytes, write_json
+from fl_sim.report import on_victim
 from fl_sim.rundir import prepare_run_dir
 from fl_sim.target import check_names
 

@@ -99,3 +99,39 @@ def test_compare_puts_passive_and_active_on_the_victims_records():
     assert "| global_passive | 70.0 ± 0.0 |" in victim        # its on_victim part, not the mean
     assert "| global_isolating | 90.0 ± 0.0 |" in victim
     assert "local_passive" not in victim                        # not judged on the victim
+
+
+def test_victim_rotation_gives_one_federation_per_victim():
+    from fl_sim.catalog import TRAININGS
+    from fl_sim.compare import rotating
+    from fl_sim.federated import runs_of
+
+    cfg = load_config(None, ["attack.victims=all"])
+    runs = runs_of(cfg, TRAININGS["global_isolating"])
+    assert [n for n, _ in runs] == [f"global_isolating-victim{v}" for v in range(4)]
+    assert [c.attack.target_participant for _, c in runs] == [0, 1, 2, 3]
+    assert [n for n, _ in runs_of(cfg, TRAININGS["passive"])] == ["passive"]  # nothing to rotate
+    plain = load_config(None)
+    assert runs_of(plain, TRAININGS["global_isolating"]) == [("global_isolating", plain)]
+    # compare rotates unless the config chose its victims
+    assert rotating(plain).victims() == [0, 1, 2, 3]
+    chosen = load_config(None, ["attack.victims=[2]"])
+    assert rotating(chosen).victims() == [2]
+
+
+def test_isolation_window_defaults_to_the_first_observed_epoch():
+    cfg = load_config(None, ["federation.rounds=10"])
+    assert cfg.attack_epochs() == [4, 6, 8, 9, 10] and cfg.isolate_rounds() == list(range(4, 11))
+    assert load_config(None, ["attack.isolate_from=1"]).isolate_rounds()[0] == 1
+    assert load_config(None, ["attack.isolate_rounds=[3, 5]"]).isolate_rounds() == [3, 5]
+
+
+def test_boosted_local_ascent_scales_only_the_ascent_step():
+    from clients.local_attacker import boosted
+
+    before = {"w": np.array([1.0, 2.0], dtype=np.float32), "n": np.array(3, dtype=np.int64)}
+    after = {"w": np.array([1.5, 1.0], dtype=np.float32), "n": np.array(3, dtype=np.int64)}
+    out = boosted(before, after, 4.0)
+    np.testing.assert_allclose(out["w"], [3.0, -2.0])
+    assert out["w"].dtype == np.float32 and out["n"] == 3 and out["n"].dtype == np.int64
+    assert boosted(before, after, 1.0) is after

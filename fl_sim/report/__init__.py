@@ -22,6 +22,28 @@ def attack_rows(attacks: list[dict]) -> list[str]:
     return rows
 
 
+def on_victim(attack: dict) -> dict | None:
+    """An attack's metrics on the victims' records: its ``on_victim`` part when it reports
+    every participant, itself when it is judged on the victims alone (active attacks)."""
+    if "on_victim" in attack:
+        return attack["on_victim"]
+    return attack if attack.get("judged_on") == "the victims' records" else None
+
+
+def verdict(attacks: list[dict]) -> str | None:
+    """One sentence: the strongest attack on the victims' records and its margin over the
+    passive global attacker on the same records."""
+    on = {a["name"]: v for a in attacks if "auc" in a and (v := on_victim(a)) is not None}
+    if not on:
+        return None
+    best = max(on, key=lambda n: on[n]["auc"])
+    line = f"Strongest attack on the victims' records: {best} (AUC {on[best]['auc']:.3f}"
+    if "global_passive" in on and best != "global_passive":
+        gain = on[best]["auc"] - on["global_passive"]["auc"]
+        return line + f"), {gain:+.3f} AUC over the passive global attacker on the same records."
+    return line + ")."
+
+
 def summary_lines(results: dict) -> list[str]:
     tgt = results["target"]
     lines = [f"{results.get('dataset_display_name', results['dataset'])}, {results['model']}, "
@@ -96,6 +118,8 @@ def write_report(run_dir: Path, results: dict) -> None:
     lines = [f"# Run report: {results.get('dataset_display_name', results['dataset'])}, "
              f"{results['model']}, seed {results['seed']}", ""]
     lines += summary_lines(results)
+    if (v := verdict(results.get("attacks", []))) is not None:
+        lines += ["", v]
     lines += [""] + [f"![{f}]({f})" for f in figures]
     atomic_write_bytes(run_dir / "report.md", ("\n".join(lines) + "\n").encode())
 
