@@ -69,8 +69,9 @@ class AttackConfig(_Section):
     target_participant: int = Field(0, ge=0)
     # rounds whose snapshots the attack uses; None: the paper's proportions of the rounds
     epochs: list[int] | None = None
-    # gradient-ascent step per target record (Nasr et al.: W <- W + gamma * grad L(W; x))
-    gamma: float = 1.0
+    # gradient-ascent step per target record (Nasr et al.: W <- W + gamma * grad L(W; x));
+    # the default is the best of a sweep on Location-30 (docs/results/location30_fc_gamma_sweep)
+    gamma: float = 1e-5
     # rounds where active attacks push; None: the attack epochs (global attacker) or the
     # round before each (local attacker: the others react in the round after its push)
     ascent_rounds: list[int] | None = None
