@@ -34,7 +34,7 @@ def _cases(tmp):
         (["run", "--set", "federation.rounds=0"], "federation.rounds"),
         (["run", "--set", "federation.participants=-2"], "federation.participants"),
         (["run", "--set", "attack.target_participant=4"], "target_participant"),
-        (["run", "--set", "attack.epochs=[31]"], "attack.epochs"),
+        (["run", "--set", "attack.epochs=[41]"], "attack.epochs"),
         (["run", "--set", "attack.gamma=.inf"], "attack.gamma"),
         (["run", "--set", "attack.known_fraction=0"], "attack.known_fraction"),
         (["run", "--set", "federation.finetune_fraction=1.0"], "finetune_fraction"),

@@ -120,9 +120,9 @@ def test_victim_rotation_gives_one_federation_per_victim():
 
 
 def test_isolation_window_defaults_to_the_first_observed_epoch():
-    cfg = load_config(None, ["federation.rounds=10"])
+    cfg = load_config(None, ["federation.rounds=10", "attack.isolate_from=null"])
     assert cfg.attack_epochs() == [4, 6, 8, 9, 10] and cfg.isolate_rounds() == list(range(4, 11))
-    assert load_config(None, ["attack.isolate_from=1"]).isolate_rounds()[0] == 1
+    assert load_config(None, ["attack.isolate_from=3"]).isolate_rounds()[0] == 3
     assert load_config(None, ["attack.isolate_rounds=[3, 5]"]).isolate_rounds() == [3, 5]
 
 
