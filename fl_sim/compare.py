@@ -24,7 +24,8 @@ from fl_sim.rundir import prepare_run_dir
 from fl_sim.target import check_names
 
 
-def _ms(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
+def mean_std(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
+    """``mean ± sample std`` of ``values`` times ``scale``; ``n/a`` when empty."""
     v = np.asarray(values, dtype=float) * scale
     if len(v) == 0:
         return "n/a"
@@ -39,10 +40,15 @@ def _std(v) -> str:
     return f"{np.std(v, ddof=1):.4f}" if len(v) > 1 else ("0.0000" if len(v) else "")
 
 
-def runs_of_setting(name: str, setting: str) -> bool:
-    """Whether the federation ``name`` trained ``setting`` (for one victim, or for a victim
-    in turn: ``<setting>-victim<k>``)."""
-    return name == setting or name.startswith(f"{setting}-victim")
+def federations_of(per_seed: list[dict], attack: str) -> list[dict]:
+    """The ``settings`` entries (accuracies) of every federation that produced ``attack``'s
+    snapshots, over all seeds: its training, once per victim when it rotated
+    (``<training>-victim<k>``); stand-alone names fall back to the passive run."""
+    scenario = catalog.get(attack)
+    setting = (scenario.training_for("federated").name if "federated" in scenario.modes
+               else "passive")
+    return [v for r in per_seed for k, v in r["settings"].items()
+            if k == setting or k.startswith(f"{setting}-victim")]
 
 
 def tabulate(per_seed: list[dict], attacks: list[str]) -> tuple[str, list[list[str]]]:
@@ -61,7 +67,7 @@ def tabulate(per_seed: list[dict], attacks: list[str]) -> tuple[str, list[list[s
                     vals.append(fn(a))
         return vals
 
-    md.append(f"| {label} | " + " | ".join(_ms(metric(a, lambda x: x["accuracy"]))
+    md.append(f"| {label} | " + " | ".join(mean_std(metric(a, lambda x: x["accuracy"]))
                                           for a in attacks) + " |")
     md += ["", "| attack | accuracy % | AUC | TPR@1%FPR % | target train acc % | "
            "target test acc % | seeds |", "|---|---|---|---|---|---|---|"]
@@ -72,13 +78,10 @@ def tabulate(per_seed: list[dict], attacks: list[str]) -> tuple[str, list[list[s
         acc = metric(a, lambda x: x["accuracy"])
         auc = metric(a, lambda x: x["auc"])
         tpr = metric(a, lambda x: x["tpr_at_fpr"]["0.01"])
-        scenario = catalog.get(a)
-        setting = (scenario.training_for("federated").name if "federated" in scenario.modes
-                   else "passive")
-        runs = [v for r in per_seed for k, v in r["settings"].items() if runs_of_setting(k, setting)]
+        runs = federations_of(per_seed, a)
         tr, te = [v["train_acc"] for v in runs], [v["test_acc"] for v in runs]
-        md.append(f"| {a} | {_ms(acc)} | {_ms(auc, 1, 3)} | {_ms(tpr)} | {_ms(tr)} | "
-                  f"{_ms(te)} | {len(acc)} |")
+        md.append(f"| {a} | {mean_std(acc)} | {mean_std(auc, 1, 3)} | {mean_std(tpr)} | {mean_std(tr)} | "
+                  f"{mean_std(te)} | {len(acc)} |")
         rows.append([first["dataset"], first["model"], a, _mean(acc), _std(acc), _mean(auc),
                      _std(auc), _mean(tpr), _std(tpr), _mean(tr), _mean(te), _std(te),
                      str(len(acc))])
@@ -95,9 +98,9 @@ def victim_table(per_seed: list[dict], attacks: list[str]) -> list[str]:
         vals = [v for r in per_seed for a in r["attacks"] if a["name"] == name
                 and "accuracy" in a and (v := on_victim(a)) is not None]
         if vals:
-            md.append(f"| {name} | {_ms([v['accuracy'] for v in vals])} | "
-                      f"{_ms([v['auc'] for v in vals], 1, 3)} | "
-                      f"{_ms([v['tpr_at_fpr']['0.01'] for v in vals])} | {len(vals)} |")
+            md.append(f"| {name} | {mean_std([v['accuracy'] for v in vals])} | "
+                      f"{mean_std([v['auc'] for v in vals], 1, 3)} | "
+                      f"{mean_std([v['tpr_at_fpr']['0.01'] for v in vals])} | {len(vals)} |")
     return md
 
 
@@ -118,7 +121,7 @@ def epochs_table(rows: list[dict]) -> str:
         cells = []
         for n in names:
             v = d.get(n, [])
-            cells.append(f"{_ms([a['accuracy'] for a in v])} ({_ms([a['auc'] for a in v], 1, 3)})"
+            cells.append(f"{mean_std([a['accuracy'] for a in v])} ({mean_std([a['auc'] for a in v], 1, 3)})"
                          if v else "n/a")
         md.append(f"| {','.join(map(str, epochs))} | " + " | ".join(cells) + " |")
     return "\n".join(md)

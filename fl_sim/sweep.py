@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from fl_sim.compare import rotating, run_seeds
+from fl_sim.compare import federations_of, mean_std, rotating, run_seeds
 from fl_sim.config import Config, config_from_dict
 from fl_sim.errors import ConfigError
 from fl_sim.io import atomic_write_bytes, write_json
@@ -53,40 +53,24 @@ def parse_sweep(cfg: Config, spec: str) -> tuple[str, list, list[Config]]:
     return key, values, configs
 
 
-def _victim_accuracy(results: dict, attack: str) -> float | None:
-    """The victims' own test accuracy in the federations ``attack`` trained (its active
-    training's), else the passive run's."""
-    from fl_sim import catalog
-
-    setting = catalog.get(attack).training_for("federated").name
-    vals = [s["victim"]["test_acc"] for k, s in results["settings"].items()
-            if (k == setting or k.startswith(f"{setting}-victim")) and "victim" in s]
-    return float(np.mean(vals)) if vals else None
-
-
 def sweep_rows(key: str, values: list, per_value: list[list[dict]], attacks: list[str]) -> list[dict]:
+    """Per (value, attack): AUC and TPR at 1 % FPR on the victims' records (the whole
+    result where an attack has no victim view, e.g. a local attack), and the victims' own
+    test accuracy in the federations the attack trained, one entry per seed."""
     rows = []
     for value, per_seed in zip(values, per_value):
         for name in attacks:
-            got = [(on_victim(a), r) for r in per_seed for a in r["attacks"]
+            got = [on_victim(a) or a for r in per_seed for a in r["attacks"]
                    if a["name"] == name and "accuracy" in a]
-            got = [(v, r) for v, r in got if v is not None] or \
-                [(a, r) for r in per_seed for a in r["attacks"] if a["name"] == name and "accuracy" in a]
             if not got:
                 continue
-            acc = [x for x in (_victim_accuracy(r, name) for _, r in got) if x is not None]
+            acc = [float(np.mean(v)) for r in per_seed
+                   if (v := [s["victim"]["test_acc"] for s in federations_of([r], name) if "victim" in s])]
             rows.append({"key": key, "value": value, "attack": name, "seeds": len(got),
-                         "auc": [v["auc"] for v, _ in got],
-                         "tpr_1pct": [v["tpr_at_fpr"]["0.01"] for v, _ in got],
+                         "auc": [v["auc"] for v in got],
+                         "tpr_1pct": [v["tpr_at_fpr"]["0.01"] for v in got],
                          "victim_test_acc": acc})
     return rows
-
-
-def _ms(v: list[float], scale: float = 1.0, digits: int = 3) -> str:
-    if not v:
-        return "n/a"
-    a = np.asarray(v, dtype=float) * scale
-    return f"{a.mean():.{digits}f} ± {a.std(ddof=1) if len(a) > 1 else 0.0:.{digits}f}"
 
 
 def sweep_table(rows: list[dict]) -> tuple[str, list[list]]:
@@ -95,8 +79,8 @@ def sweep_table(rows: list[dict]) -> tuple[str, list[list]]:
     table = [["key", "value", "attack", "auc_mean", "auc_std", "tpr_1pct_mean",
               "victim_test_acc_mean", "seeds"]]
     for r in rows:
-        md.append(f"| {r['value']} | {r['attack']} | {_ms(r['auc'])} | "
-                  f"{_ms(r['tpr_1pct'], 100, 1)} | {_ms(r['victim_test_acc'], 100, 1)} | {r['seeds']} |")
+        md.append(f"| {r['value']} | {r['attack']} | {mean_std(r['auc'], 1, 3)} | "
+                  f"{mean_std(r['tpr_1pct'])} | {mean_std(r['victim_test_acc'])} | {r['seeds']} |")
         table.append([r["key"], r["value"], r["attack"], np.mean(r["auc"]), np.std(r["auc"]),
                       np.mean(r["tpr_1pct"]),
                       np.mean(r["victim_test_acc"]) if r["victim_test_acc"] else "", r["seeds"]])

@@ -12,21 +12,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from attacks.calibrated import LiRAOffline, lira_features, logit_confidence
+from attacks.calibrated import LiRAOffline, lira_features
 from attacks.metrics import choose_threshold, membership_metrics
 from fl_sim.catalog import Scenario
 from fl_sim.models import model_from
-from fl_sim.scenarios.common import AttackContext, mean_result
+from fl_sim.scenarios.common import AttackContext, logit_confidence_of, mean_result
 from fl_sim.snapshots import SnapshotStore
 from fl_sim.splits import target_sets
 from fl_sim.target import model_spec
-from fl_sim.training import predict_logits
 
 
 def _confidence(ctx: AttackContext, arrays, idx) -> np.ndarray:
     """(n,) logit-scaled confidence of the true class under one snapshot."""
-    model = model_from(model_spec(ctx.cfg, ctx.data), arrays)
-    return logit_confidence(predict_logits(model, ctx.data.x[idx]), ctx.data.y[idx])
+    return logit_confidence_of(model_from(model_spec(ctx.cfg, ctx.data), arrays), ctx.data, idx)
 
 
 def _scores(ctx: AttackContext, store: SnapshotStore, victim: int, epoch: int, parts,

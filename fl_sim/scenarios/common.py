@@ -47,6 +47,14 @@ def features_of(cfg: Config, data: Data, arrays: dict, *idx_sets: np.ndarray) ->
             for idx in idx_sets]
 
 
+def logit_confidence_of(model, data: Data, idx) -> np.ndarray:
+    """(n,) logit-scaled confidence of the true class of records ``idx`` under ``model``."""
+    from attacks.calibrated import logit_confidence
+    from fl_sim.training import predict_logits
+
+    return logit_confidence(predict_logits(model, data.x[idx]), data.y[idx])
+
+
 def attack_kind(cfg: Config, scenario: Scenario) -> str | Callable:
     """The scenario's attack model, with ``whitebox`` resolved by ``attack.unsupervised``."""
     if scenario.attack == "whitebox":

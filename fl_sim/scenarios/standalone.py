@@ -31,6 +31,7 @@ from fl_sim.scenarios.common import (
     features_of,
     fit_and_score,
     kind_name,
+    logit_confidence_of,
     make_attack,
 )
 from fl_sim.snapshots import SnapshotStore
@@ -45,7 +46,7 @@ from fl_sim.standalone import (
     train_like_target,
 )
 from fl_sim.target import model_spec
-from fl_sim.training import predict_logits, predict_proba
+from fl_sim.training import predict_proba
 
 
 class TargetView:
@@ -192,12 +193,6 @@ def _reference_confidences(t: TargetView, pool, size, k_idx, e_idx):
         out = ~np.isin(k_idx, half)
         ref_k[out, r] = logit_confidence_of(model, data, k_idx[out])
     return ref_k, ref_e
-
-
-def logit_confidence_of(model, data, idx) -> np.ndarray:
-    from attacks.calibrated import logit_confidence
-
-    return logit_confidence(predict_logits(model, data.x[idx]), data.y[idx])
 
 
 def evaluate_lira(t: TargetView, scenario: Scenario) -> dict:
