@@ -33,6 +33,8 @@ import torch
 from torch import nn
 
 LOSS_EPS = 1e-6  # keeps log(loss) finite when a member's float32 loss underflows to 0
+# how per-example gradients enter the network: whole matrices (the paper) or their norms
+GRAD_INPUTS = ("matrix", "norm")
 
 
 def as_snapshots(features) -> list:
@@ -79,6 +81,18 @@ def log_loss(loss: np.ndarray) -> np.ndarray:
     return np.log(np.asarray(loss, dtype=np.float64) + LOSS_EPS).astype(np.float32)
 
 
+def reference_gap(loss: np.ndarray, reference_loss: np.ndarray) -> np.ndarray:
+    """(n, 2) float32: the true class's probability exp(-loss) under the observed model,
+    and its excess over the mean probability under the references (n, R).
+
+    Probability rather than log loss: members and confidently-right non-members both sit
+    near p = 1, where log(loss) spreads them over decades of noise; the gap to models
+    that never saw the record is what separates them."""
+    p = np.exp(-np.asarray(loss, dtype=np.float64))
+    ref = np.exp(-np.asarray(reference_loss, dtype=np.float64)).mean(axis=1)
+    return np.stack([p, p - ref], axis=1).astype(np.float32)
+
+
 def collect_inputs(
     features,
     *,
@@ -88,15 +102,22 @@ def collect_inputs(
     use_loss: bool = True,
     use_label: bool = True,
     use_grads: bool = True,
+    use_reference: bool = True,
+    grad_input: str = "matrix",
 ) -> dict[str, np.ndarray]:
     """Flatten snapshots into named float32 arrays, row i = record i.
 
     Keys: ``s{k}|out|{layer}`` (n, d), ``s{k}|loss`` (n, 1) as log(loss + 1e-6),
     ``label`` (n, C) once (the label does not change between snapshots),
     ``s{k}|grad|{param}`` (n, rows, cols) for weight gradients (trailing dims of conv
-    kernels folded into cols) or (n, out) for bias gradients. The key order is
+    kernels folded into cols) or (n, out) for bias gradients -- with ``grad_input="norm"``
+    instead ``s{k}|gradnorm|{param}`` (n, 1), log of each gradient's L2 norm (the
+    quantity of the paper's Figs. 3-4) -- and ``s{k}|ref`` (n, 2) (:func:`reference_gap`)
+    for snapshots that carry reference losses (``use_reference``). The key order is
     deterministic, so fit-time and score-time inputs line up.
     """
+    if grad_input not in GRAD_INPUTS:
+        raise ValueError(f"grad_input must be one of {GRAD_INPUTS}, not {grad_input!r}")
     snaps = as_snapshots(features)
     arrays: dict[str, np.ndarray] = {}
     for k, fs in enumerate(snaps):
@@ -106,7 +127,14 @@ def collect_inputs(
                 arrays[f"s{k}|out|{name}"] = a.reshape(a.shape[0], -1)
         if use_loss:
             arrays[f"s{k}|loss"] = log_loss(fs.loss).reshape(-1, 1)
-        if use_grads:
+        if use_reference and fs.reference_loss is not None:
+            arrays[f"s{k}|ref"] = reference_gap(fs.loss, fs.reference_loss)
+        if use_grads and grad_input == "norm":
+            norms = fs.grad_norms()
+            for name in select_grad_names(fs, layers):
+                arrays[f"s{k}|gradnorm|{name}"] = np.log(norms[name].astype(np.float64) + 1e-12) \
+                    .astype(np.float32).reshape(-1, 1)
+        elif use_grads:
             for name in select_grad_names(fs, layers):
                 g = np.asarray(fs.grads[name], dtype=np.float32)
                 if g.ndim > 3:  # conv kernel (n, out, in, kh, kw): one row per out channel

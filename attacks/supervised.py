@@ -18,6 +18,7 @@ from sklearn.model_selection import train_test_split
 from attacks.base import MembershipAttack, at_least, in_interval, one_of, positive
 from attacks.metrics import choose_threshold
 from attacks.nasr import (
+    GRAD_INPUTS,
     SCALINGS,
     NasrAttackNet,
     batch_tensors,
@@ -49,8 +50,11 @@ class NasrAttack(MembershipAttack):
     FeatureSets), ``output_layers`` (None = every output present), ``use_*`` flags.
     Model: ``conv_filters`` (paper 1000), ``fc_sizes``, ``encoder_sizes``,
     ``conv_dropout``, ``encoder_dropout``, ``grad_scaling`` (how gradient inputs are
-    scaled, see :class:`attacks.nasr.Standardize`). Training: Adam(``lr``, paper 1e-4,
-    L2 ``weight_decay``), up to ``epochs`` epochs, early stopping after ``patience``
+    scaled, see :class:`attacks.nasr.Standardize`), ``grad_input`` ("matrix": each
+    gradient matrix through a convolution, the paper's design; "norm": the log L2 norm
+    of each gradient, one number per parameter). Snapshots carrying reference losses
+    (:class:`~attacks.features.FeatureSet`) add the gap to the references as an input.
+    Training: Adam(``lr``, paper 1e-4, L2 ``weight_decay``), up to ``epochs`` epochs, early stopping after ``patience``
     epochs without a lower validation loss; the best epoch's weights are kept.
 
     Defaults were chosen on synthetic 100-class features with ~1000 known records:
@@ -73,6 +77,7 @@ class NasrAttack(MembershipAttack):
         "conv_dropout": in_interval(0.0, 1.0, closed_high=True),
         "encoder_dropout": in_interval(0.0, 1.0, closed_high=True),
         "grad_scaling": one_of(*SCALINGS),
+        "grad_input": one_of(*GRAD_INPUTS),
         "lr": positive(),
         "weight_decay": at_least(0.0),
         "epochs": positive(),
@@ -90,12 +95,14 @@ class NasrAttack(MembershipAttack):
         use_loss: bool = True,
         use_label: bool = True,
         use_grads: bool = True,
+        use_reference: bool = True,
         conv_filters: int = 32,
         fc_sizes: Sequence[int] = (128, 64),
         encoder_sizes: Sequence[int] = (256, 128, 64),
         conv_dropout: float = 0.2,
         encoder_dropout: float = 0.0,
         grad_scaling: str = "asinh",
+        grad_input: str = "matrix",
         lr: float = 1e-4,
         weight_decay: float = 0.0,
         epochs: int = 200,
@@ -109,10 +116,12 @@ class NasrAttack(MembershipAttack):
         self.output_layers = None if output_layers is None else list(output_layers)
         self.use_outputs, self.use_loss = use_outputs, use_loss
         self.use_label, self.use_grads = use_label, use_grads
+        self.use_reference = use_reference
         self.conv_filters = conv_filters
         self.fc_sizes, self.encoder_sizes = tuple(fc_sizes), tuple(encoder_sizes)
         self.conv_dropout = conv_dropout
         self.grad_scaling, self.encoder_dropout = grad_scaling, encoder_dropout
+        self.grad_input = grad_input
         self.lr, self.weight_decay = lr, weight_decay
         self.epochs, self.batch_size = epochs, batch_size
         self.val_fraction, self.patience = val_fraction, patience
@@ -122,6 +131,7 @@ class NasrAttack(MembershipAttack):
         return collect_inputs(
             features, layers=self.layers, output_layers=self.output_layers, use_outputs=self.use_outputs,
             use_loss=self.use_loss, use_label=self.use_label, use_grads=self.use_grads,
+            use_reference=self.use_reference, grad_input=self.grad_input,
         )
 
     def fit(self, features, is_member=None) -> NasrAttack:

@@ -75,7 +75,8 @@ class Scenario:
       fine-tuning pairs ``d_vs_delta``, ``d_vs_nonmembers``, ``delta_vs_nonmembers``.
     snapshots: ``attack_epochs`` (the configured epochs) or ``final`` (the last model).
     attack: an attack-model kind the scenario layer knows (``whitebox``: the Nasr network,
-      or the unsupervised one with ``attack.unsupervised``; ``compact``, ``unsupervised``,
+      or the unsupervised one with ``attack.unsupervised``; ``compact``, ``compact_references``,
+      ``unsupervised``,
       ``loss``, ``lira``, ``shadow``), or a factory ``(cfg, seed) -> MembershipAttack``.
     evaluate: the scenario-layer evaluator that runs it (``whitebox``, ``calibrated_uploads``,
       ``shadow``, ``lira``).
@@ -187,6 +188,10 @@ for _s in (
              summary="LiRA with the other participants' uploads as OUT references"),
     Scenario("global_compact", _FED, "uploads", "each_participant", "compact",
              training="passive", summary="logistic regression on losses and gradient norms"),
+    Scenario("global_compact_references", _FED, "uploads", "each_participant", "compact_references",
+             training="passive", summary="global_compact plus the gap to the other participants' uploads"),
+    Scenario("global_loss_threshold", _FED, "uploads", "each_participant", "loss",
+             training="passive", summary="Yeom et al.: the mean loss under the victim's uploads"),
     Scenario("global_unsupervised", _FED, "uploads", "each_participant", "unsupervised",
              training="passive", summary="encoder-decoder + spectral clustering, no labels"),
     # stand-alone and fine-tuning (Nasr et al. Sec. IV, Table IX)

@@ -142,6 +142,7 @@ def _cmd_compare(args) -> int:
 
 def _cmd_attack(args) -> int:
     from fl_sim.experiment import reattack
+    from fl_sim.io import write_json
     from fl_sim.report import reattack_table
 
     rows = []
@@ -155,7 +156,8 @@ def _cmd_attack(args) -> int:
     print(text)
     out = Path(args.out) if args.out else Path(args.run_dir) / "reattack.md"
     out.write_text(text + "\n")
-    print(f"written: {out}")
+    write_json(out.with_suffix(".json"), {"overrides": list(args.overrides), "rows": rows})
+    print(f"written: {out} and {out.with_suffix('.json').name} (every metric, ROC points)")
     return 0
 
 

@@ -19,12 +19,16 @@ class FeatureSet:
     grads:   per-example gradient of record i's own loss (no batch averaging):
         ``"<module>.weight"`` -> (n, rows, cols), Linear (out, in), Conv2d
         (out, in/groups * kh * kw); ``"<module>.bias"`` -> (n, out).
+    reference_loss: optional (n, R) cross-entropy of record i under R reference models
+        observed at the same time that did not train on the records (in federated
+        learning: the other participants' uploads of the same round); None when absent.
     """
 
     outputs: dict[str, np.ndarray]
     loss: np.ndarray
     label: np.ndarray
     grads: dict[str, np.ndarray]
+    reference_loss: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.loss.shape[0])
@@ -45,7 +49,15 @@ class FeatureSet:
             loss=self.loss[idx],
             label=self.label[idx],
             grads={k: v[idx] for k, v in self.grads.items()},
+            reference_loss=None if self.reference_loss is None else self.reference_loss[idx],
         )
+
+    def with_reference(self, reference_loss: np.ndarray) -> FeatureSet:
+        """A copy carrying ``reference_loss`` (n, R) (arrays shared, not copied)."""
+        ref = np.asarray(reference_loss, dtype=np.float32)
+        if ref.ndim != 2 or ref.shape[0] != len(self):
+            raise ValueError(f"reference_loss must be (n={len(self)}, R), got {ref.shape}")
+        return FeatureSet(self.outputs, self.loss, self.label, self.grads, ref)
 
     @staticmethod
     def concat(parts: Sequence[FeatureSet]) -> FeatureSet:
@@ -59,9 +71,14 @@ class FeatureSet:
         for p in parts[1:]:
             if p.outputs.keys() != first.outputs.keys() or p.grads.keys() != first.grads.keys():
                 raise ValueError("FeatureSet.concat: parts have different output or gradient keys")
+        refs = [p.reference_loss for p in parts]
+        if any(r is None for r in refs) != all(r is None for r in refs) or \
+                len({r.shape[1] for r in refs if r is not None}) > 1:
+            raise ValueError("FeatureSet.concat: parts differ in their reference losses")
         return FeatureSet(
             outputs={k: np.concatenate([p.outputs[k] for p in parts]) for k in first.outputs},
             loss=np.concatenate([p.loss for p in parts]),
             label=np.concatenate([p.label for p in parts]),
             grads={k: np.concatenate([p.grads[k] for p in parts]) for k in first.grads},
+            reference_loss=None if refs[0] is None else np.concatenate(refs),
         )

@@ -125,9 +125,15 @@ def write_report(run_dir: Path, results: dict) -> None:
 
 
 def reattack_table(rows: list[dict]) -> str:
-    out = ["| epochs | attack | accuracy % | AUC | TPR@1%FPR |", "|---|---|---|---|---|"]
+    out = ["| epochs | attack | accuracy % | AUC | TPR@1%FPR | AUC on the victim's records |",
+           "|---|---|---|---|---|---|"]
     for r in rows:
         for a in r["attacks"]:
-            out.append(f"| {','.join(map(str, r['epochs']))} | {a['name']} | "
-                       f"{_pct(a['accuracy'])} | {a['auc']:.3f} | {_pct(a['tpr_at_fpr']['0.01'])} |")
+            epochs = ",".join(map(str, r["epochs"]))
+            if "auc" not in a:
+                out.append(f"| {epochs} | {a['name']} | skipped: {a.get('skipped', '?')} | | | |")
+                continue
+            victim = a.get("on_victim", {}).get("auc")
+            out.append(f"| {epochs} | {a['name']} | {_pct(a['accuracy'])} | {a['auc']:.3f} | "
+                       f"{_pct(a['tpr_at_fpr']['0.01'])} | {'' if victim is None else f'{victim:.3f}'} |")
     return "\n".join(out)

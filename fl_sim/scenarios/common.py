@@ -47,6 +47,18 @@ def features_of(cfg: Config, data: Data, arrays: dict, *idx_sets: np.ndarray) ->
             for idx in idx_sets]
 
 
+def losses_of(cfg: Config, data: Data, arrays: dict, idx: np.ndarray) -> np.ndarray:
+    """(n,) float32 cross-entropy (nats) of records ``idx`` under one snapshot."""
+    import torch
+
+    from fl_sim.training import predict_logits
+
+    with torch.no_grad():
+        logits = predict_logits(model_from(model_spec(cfg, data), arrays), data.x[idx])
+        y = torch.as_tensor(np.asarray(data.y[idx]), dtype=torch.long)
+        return torch.nn.functional.cross_entropy(logits, y, reduction="none").numpy().astype(np.float32)
+
+
 def logit_confidence_of(model, data: Data, idx) -> np.ndarray:
     """(n,) logit-scaled confidence of the true class of records ``idx`` under ``model``."""
     from attacks.calibrated import logit_confidence
@@ -70,12 +82,15 @@ def make_attack(cfg: Config, kind: str | Callable, seed: int):
     if kind == "nasr":
         from attacks.supervised import NasrAttack
 
+        use = set(cfg.attack.network_inputs)
         return NasrAttack(conv_filters=cfg.attack.conv_filters, lr=cfg.attack.lr_attack_model,
-                          epochs=cfg.attack.epochs_attack_model, seed=seed)
-    if kind == "compact":
+                          epochs=cfg.attack.epochs_attack_model, grad_input=cfg.attack.gradients,
+                          use_outputs="outputs" in use, use_loss="loss" in use, use_label="label" in use,
+                          use_grads="gradients" in use, use_reference="references" in use, seed=seed)
+    if kind in ("compact", "compact_references"):
         from attacks.compact import CompactWhiteBox
 
-        return CompactWhiteBox(seed=seed)
+        return CompactWhiteBox(seed=seed, references=kind == "compact_references")
     if kind == "unsupervised":
         from attacks.unsupervised import UnsupervisedAttack
 

@@ -12,6 +12,8 @@ the same sets the active attackers push on).
 
 from __future__ import annotations
 
+import numpy as np
+
 from fl_sim.catalog import Scenario
 from fl_sim.federated import local_attacker_of, others_of, runs_of
 from fl_sim.scenarios.common import (
@@ -19,6 +21,7 @@ from fl_sim.scenarios.common import (
     attack_kind,
     features_of,
     fit_and_score,
+    losses_of,
     make_attack,
     mean_result,
 )
@@ -36,6 +39,22 @@ def upload_jobs(ctx: AttackContext, scenario: Scenario) -> list[tuple[SnapshotSt
             for name, c in runs_of(ctx.cfg, scenario.training_for("federated"))]
 
 
+def with_references(ctx: AttackContext, store: SnapshotStore, epoch: int, participant: int,
+                    feats: list, idx_sets: list[np.ndarray]) -> list:
+    """``feats`` (one FeatureSet per index set) carrying the records' losses under the
+    other participants' uploads of round ``epoch``: models the aggregator holds anyway,
+    trained from the same global model without these records. Unchanged when
+    ``attack.network_inputs`` lacks "references" or no other upload of that round exists."""
+    refs = [q for q in range(ctx.split.participants)
+            if q != participant and store.find(epoch, q, "upload") is not None]
+    if "references" not in ctx.cfg.attack.network_inputs or not refs:
+        return feats
+    idx = np.concatenate(idx_sets)
+    losses = np.stack([losses_of(ctx.cfg, ctx.data, store.get(epoch, q, "upload"), idx) for q in refs], 1)
+    bounds = np.cumsum([0] + [len(i) for i in idx_sets])
+    return [f.with_reference(losses[a:b]) for f, a, b in zip(feats, bounds[:-1], bounds[1:])]
+
+
 def _upload_features(ctx: AttackContext, store: SnapshotStore, participant: int,
                      sets: TargetSets, notes: list[str]):
     known, evals, used = [], [], []
@@ -44,8 +63,9 @@ def _upload_features(ctx: AttackContext, store: SnapshotStore, participant: int,
             notes.append(f"no upload snapshot of participant {participant} in round {e} "
                          "(failed or not kept)")
             continue
-        k, ev = features_of(ctx.cfg, ctx.data, store.get(e, participant, "upload"),
-                            sets.known, sets.eval)
+        k, ev = with_references(ctx, store, e, participant,
+                                features_of(ctx.cfg, ctx.data, store.get(e, participant, "upload"),
+                                            sets.known, sets.eval), [sets.known, sets.eval])
         known.append(k)
         evals.append(ev)
         used.append(e)
