@@ -114,13 +114,13 @@ def sweep_plot(rows: list[dict], key: str, path: Path, title: str) -> None:
 
 
 def run_sweep(cfg: Config, spec: str, seeds: int, out: str | Path | None, *,
-              overwrite: bool = False, progress: bool = True) -> Path:
+              overwrite: bool = False, progress: bool = True, keep_snapshots: str = "all") -> Path:
     check_names(cfg)
     key, values, configs = parse_sweep(rotating(cfg), spec)
     out = Path(out or f"runs/sweep-{time.strftime('%Y%m%d-%H%M%S')}-{key}")
     prepare_run_dir(out, overwrite=overwrite)
     t0 = time.time()
-    per_value = [run_seeds(c, seeds, out / f"{key}={v}", progress)
+    per_value = [run_seeds(c, seeds, out / f"{key}={v}", progress, keep_snapshots)
                  for v, c in zip(values, configs)]
     rows = sweep_rows(key, values, per_value, list(cfg.attack.names))
     md, table = sweep_table(rows)

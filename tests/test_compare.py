@@ -1,0 +1,36 @@
+"""fl-sim compare keeps what its epoch-set study needs and, when asked, only that."""
+
+import json
+
+import pytest
+
+from fl_sim.compare import keeping_epoch_sets, run_compare
+from fl_sim.federated import keep_rounds
+from fl_sim.snapshots import SnapshotStore
+from tests.conftest import tiny_config
+
+
+def test_epoch_sets_extend_the_kept_rounds():
+    cfg = tiny_config(federation__rounds=10, federation__keep_rounds="attack", attack__epochs=[8, 10])
+    kept = keeping_epoch_sets(cfg, [[2, 4]])
+    assert set(keep_rounds(cfg)) < set(keep_rounds(kept))
+    assert {1, 2, 3, 4, 5, 7, 8, 9, 10, 11} <= set(keep_rounds(kept))
+    assert keeping_epoch_sets(cfg, None) is cfg
+    every = tiny_config(federation__rounds=10, attack__epochs=[8, 10])  # keep_rounds: all
+    assert keeping_epoch_sets(every, [[2]]) is every
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(600)
+def test_compare_drops_active_snapshots_and_studies_the_epoch_sets(tmp_path):
+    cfg = tiny_config(federation__rounds=3, federation__keep_rounds="attack", attack__epochs=[3],
+                      attack__names=["global_passive", "global_gradient_ascent"], attack__victims=[0])
+    out = run_compare(cfg, 1, tmp_path / "cmp", progress=False, epoch_sets=[[1], [3]], keep_snapshots="passive")
+    seed = out / "seed-0"
+    assert sorted(d.name for d in (seed / "snapshots").iterdir()) == ["passive"]
+    assert SnapshotStore(seed / "snapshots" / "passive").find(1, 0, "upload") is not None  # for epoch set [1]
+    results = json.loads((seed / "results.json").read_text())
+    assert {a["name"] for a in results["attacks"] if "auc" in a} == {"global_passive", "global_gradient_ascent"}
+    epochs_md = (out / "table_epochs.md").read_text()
+    assert "| 1 |" in epochs_md and "| 3 |" in epochs_md
+    assert json.loads((out / "compare.json").read_text())["snapshots_kept"] == "passive"
