@@ -27,15 +27,21 @@ from fl_sim.target import check_names
 
 
 def parse_sweep(cfg: Config, spec: str) -> tuple[str, list, list[Config]]:
-    """``KEY=V1,V2,...`` -> (key, values, one validated config per value); a bad key or
-    value is a ConfigError naming it."""
+    """``KEY=V1,V2,...`` (or ``KEY=V1;V2;...`` for list values) -> (key, values, one
+    validated config per value); a bad key or value is a ConfigError naming it."""
     if "=" not in spec:
         raise ConfigError(f"--sweep {spec!r}: expected KEY=V1,V2,...")
     key, raw = (p.strip() for p in spec.split("=", 1))
     parts = key.split(".")
     if len(parts) < 2 or any(not p.isidentifier() for p in parts) or key == "seed":
         raise ConfigError(f"--sweep {key!r}: expected a config key such as attack.gamma")
-    values = [yaml.safe_load(v) for v in raw.split(",") if v.strip()]
+    # values holding commas themselves (lists: attack.isolate_rounds=[23,24];[35,36]) are
+    # separated by semicolons
+    sep = ";" if ";" in raw or "[" in raw else ","
+    try:
+        values = [yaml.safe_load(v) for v in raw.split(sep) if v.strip()]
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--sweep {key}: cannot read the values {raw!r} ({type(e).__name__})") from None
     if len(values) < 2:
         raise ConfigError(f"--sweep {key}: give at least two values")
     configs = []

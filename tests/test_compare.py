@@ -34,3 +34,16 @@ def test_compare_drops_active_snapshots_and_studies_the_epoch_sets(tmp_path):
     epochs_md = (out / "table_epochs.md").read_text()
     assert "| 1 |" in epochs_md and "| 3 |" in epochs_md
     assert json.loads((out / "compare.json").read_text())["snapshots_kept"] == "passive"
+
+
+def test_sweep_values_may_be_lists_separated_by_semicolons():
+    from fl_sim.errors import ConfigError
+    from fl_sim.sweep import parse_sweep
+
+    cfg = tiny_config(federation__rounds=4, attack__names=["global_isolating"], attack__epochs=[3, 4])
+    key, values, configs = parse_sweep(cfg, "attack.isolate_rounds=[2,3];[3,4]")
+    assert key == "attack.isolate_rounds" and values == [[2, 3], [3, 4]]
+    assert [c.attack.isolate_rounds for c in configs] == [[2, 3], [3, 4]]
+    assert parse_sweep(cfg, "attack.isolate_from=1,3")[1] == [1, 3]
+    with pytest.raises(ConfigError, match="isolate_rounds"):
+        parse_sweep(cfg, "attack.isolate_rounds=[2,3;[3]")
