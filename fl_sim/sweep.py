@@ -59,6 +59,14 @@ def parse_sweep(cfg: Config, spec: str) -> tuple[str, list, list[Config]]:
     return key, values, configs
 
 
+def value_label(value) -> str:
+    """A short, file-name-safe label of a swept value: long lists of rounds become
+    ``first-last(n)``; ``None`` (the config's default rule) stays ``None``."""
+    if isinstance(value, list) and len(value) > 4:
+        return f"{value[0]}-{value[-1]}({len(value)})"
+    return str(value).replace(" ", "")
+
+
 def sweep_rows(key: str, values: list, per_value: list[list[dict]], attacks: list[str]) -> list[dict]:
     """Per (value, attack): AUC and TPR at 1 % FPR on the victims' records (the whole
     result where an attack has no victim view, e.g. a local attack), and the victims' own
@@ -72,7 +80,7 @@ def sweep_rows(key: str, values: list, per_value: list[list[dict]], attacks: lis
                 continue
             acc = [float(np.mean(v)) for r in per_seed
                    if (v := [s["victim"]["test_acc"] for s in federations_of([r], name) if "victim" in s])]
-            rows.append({"key": key, "value": value, "attack": name, "seeds": len(got),
+            rows.append({"key": key, "value": value_label(value), "attack": name, "seeds": len(got),
                          "auc": [v["auc"] for v in got],
                          "tpr_1pct": [v["tpr_at_fpr"]["0.01"] for v in got],
                          "victim_test_acc": acc})
@@ -126,7 +134,7 @@ def run_sweep(cfg: Config, spec: str, seeds: int, out: str | Path | None, *,
     out = Path(out or f"runs/sweep-{time.strftime('%Y%m%d-%H%M%S')}-{key}")
     prepare_run_dir(out, overwrite=overwrite)
     t0 = time.time()
-    per_value = [run_seeds(c, seeds, out / f"{key}={v}", progress, keep_snapshots)
+    per_value = [run_seeds(c, seeds, out / f"{key}={value_label(v)}", progress, keep_snapshots)
                  for v, c in zip(values, configs)]
     rows = sweep_rows(key, values, per_value, list(cfg.attack.names))
     md, table = sweep_table(rows)
