@@ -44,7 +44,10 @@ def dp_train(plan: ClientPlan, pid: int, round_: int, model: torch.nn.Module,
     gen = torch.Generator().manual_seed(seed)
     loader = DataLoader(TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
                         batch_size=plan.batch_size, shuffle=True, generator=gen)
-    opt = torch.optim.SGD(model.parameters(), lr=plan.lr, momentum=plan.momentum)
+    # Opacus's DPOptimizer hands the clipped, noised gradient to this optimizer's step, which
+    # then adds weight_decay * p: a function of the parameters only, so the privacy holds
+    opt = torch.optim.SGD(model.parameters(), lr=plan.lr, momentum=plan.momentum,
+                          weight_decay=plan.weight_decay)
     engine = PrivacyEngine(accountant="rdp", secure_mode=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -9,20 +9,17 @@ Its reply has exactly the shape of an honest one.
 
 from __future__ import annotations
 
-from flwr.app import Message
-
 from attacks.active import gradient_ascent
-from clients.common import load_partition, load_records, local_train, record_received, reply
+from clients.common import load_partition, load_records, local_train, record_received
 from fl_sim.models import get_arrays, model_from
 from fl_sim.plan import ClientPlan, LocalAttackPlan
-from fl_sim.records import record_to_arrays
 
 
 def malicious_train(plan: ClientPlan, attack: LocalAttackPlan, round_: int,
-                    received_record) -> tuple[dict, int, float, dict]:
-    """One round of the local attacker; returns (upload, num_examples, loss, metrics)."""
+                    received: dict) -> tuple[dict, int, float, dict]:
+    """One round of the local attacker from the model it ``received`` (name -> array);
+    returns (upload, num_examples, loss, metrics)."""
     pid = attack.participant
-    received = record_to_arrays(received_record)
     # what it received at the start of round r is the global model after round r-1
     record_received(plan, pid, round_, received)
     model = model_from(plan.model_spec(), received)
@@ -42,9 +39,3 @@ def boosted(before: dict, after: dict, boost: float) -> dict:
     if boost == 1.0:
         return after
     return {k: (before[k] + boost * (after[k] - before[k])).astype(after[k].dtype) for k in after}
-
-
-def malicious_reply(plan: ClientPlan, attack: LocalAttackPlan, round_: int,
-                    msg: Message) -> Message:
-    upload, n, loss, extra = malicious_train(plan, attack, round_, msg.content["arrays"])
-    return reply(msg, upload, attack.participant, n, loss, extra)

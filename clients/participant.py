@@ -4,10 +4,16 @@
 the run plan from disk (Ray workers keep no module state between calls), trains on the
 participant's partition, and replies in the shape FedAvg expects. ``attacker_plans`` maps
 the malicious participant's id to its own plan file, which no honest participant reads.
+
+Client-side defenses are Flower's own mods around the train handler (``defense_mods``):
+``fixedclipping_mod`` (central DP with client-side clipping) and ``LocalDpMod`` (local DP).
+They draw their noise from numpy's global generator, which the handler seeds from the run
+seed, the round and the participant, so a run's numbers repeat.
 """
 
 from __future__ import annotations
 
+import numpy as np
 from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
@@ -15,38 +21,64 @@ from clients.common import load_partition, local_train, record_received, reply
 from fl_sim.models import get_arrays, model_from
 from fl_sim.plan import ClientPlan, LocalAttackPlan
 from fl_sim.records import PARTITION_KEY, record_to_arrays
+from fl_sim.runtime import client_seed
 
 
 class InjectedFailure(RuntimeError):
     """Raised on purpose (config ``federation.fail``) to test fault handling."""
 
 
-def honest_train(plan: ClientPlan, pid: int, round_: int, msg: Message) -> Message:
-    received = record_to_arrays(msg.content["arrays"])
+def honest_update(plan: ClientPlan, pid: int, round_: int, received: dict) -> tuple[dict, int, float, dict]:
+    """One round of an honest participant from the model it ``received``; returns
+    (upload, num_examples, loss, metrics)."""
     if plan.record_received:
         record_received(plan, pid, round_, received)
     model = model_from(plan.model_spec(), received)
     x, y = load_partition(plan, pid)
     loss, extra = local_train(plan, pid, round_, model, x, y)
-    return reply(msg, get_arrays(model), pid, len(y), loss, extra)
+    return get_arrays(model), len(y), loss, extra
+
+
+def participant_update(plan: ClientPlan, pid: int, round_: int, received: dict,
+                       attackers: dict[int, str]) -> tuple[dict, int, float, dict]:
+    """What participant ``pid`` uploads in ``round_`` (honest, or the local attacker's),
+    before any client-side defense mod acts on it."""
+    if pid in plan.fail.get(str(round_), []):
+        raise InjectedFailure(f"participant {pid} fails in round {round_} (federation.fail)")
+    # Flower's DP mods draw from numpy's global generator after this handler returns
+    np.random.seed(client_seed(plan.seed, round_, pid) % 2**32)
+    if pid in attackers:
+        from clients.local_attacker import malicious_train
+
+        return malicious_train(plan, LocalAttackPlan.load(attackers[pid]), round_, received)
+    return honest_update(plan, pid, round_, received)
+
+
+def defense_mods(plan: ClientPlan) -> list:
+    """Flower's client mods for the plan's client-side defenses (Message API), outermost first."""
+    from flwr.clientapp.mod import LocalDpMod, fixedclipping_mod
+
+    mods = []
+    if "clip" in plan.mods:
+        mods.append(fixedclipping_mod)
+    if "local_dp" in plan.mods:
+        mods.append(LocalDpMod(**plan.local_dp))
+    return mods
 
 
 def make_client_app(plan_path: str, attacker_plans: dict[int, str] | None = None) -> ClientApp:
     app = ClientApp()
     attackers = dict(attacker_plans or {})
 
-    @app.train()
+    # the mods act on train replies only (the query below has no arrays to clip)
+    @app.train(mods=defense_mods(ClientPlan.load(plan_path)))
     def train(msg: Message, context: Context) -> Message:
         plan = ClientPlan.load(plan_path)
         pid = int(context.node_config["partition-id"])
         round_ = int(msg.content["config"]["server-round"])
-        if pid in plan.fail.get(str(round_), []):
-            raise InjectedFailure(f"participant {pid} fails in round {round_} (federation.fail)")
-        if pid in attackers:
-            from clients.local_attacker import malicious_reply
-
-            return malicious_reply(plan, LocalAttackPlan.load(attackers[pid]), round_, msg)
-        return honest_train(plan, pid, round_, msg)
+        received = record_to_arrays(msg.content["arrays"])
+        upload, n, loss, extra = participant_update(plan, pid, round_, received, attackers)
+        return reply(msg, upload, pid, n, loss, extra)
 
     @app.query()
     def query(msg: Message, context: Context) -> Message:

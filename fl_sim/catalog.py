@@ -37,8 +37,16 @@ class Training:
     global_ascent: bool = False
     local_ascent: bool = False
     local_boost: bool = False        # the local attacker scales its ascent by N (beyond the paper)
-    defenses: tuple[str, ...] = ("none", "dp_sgd")
+    defenses: tuple[str, ...] = ("none", "dp_sgd", "central_dp_server", "central_dp_client", "local_dp",
+                                 "secagg", "robust")
     summary: str = ""
+
+    def not_runnable(self, defense: str) -> str | None:
+        """Why this training cannot run under ``defense`` (None: it can)."""
+        if self.isolate and "secagg" in defense_parts(defense):
+            return ("not observable under secagg: the isolating aggregator must hold the victim's own "
+                    "upload to send it back, and SecAgg+ shows it only the sum of the uploads")
+        return None
 
 
 TRAININGS: dict[str, Training] = {t.name: t for t in (
@@ -89,18 +97,98 @@ class Scenario:
     training: str | None = None     # federated: a TRAININGS key; None: the mode's own
     snapshots: str = "attack_epochs"
     evaluate: str = "whitebox"
-    defenses: tuple[str, ...] = ("none", "dp_sgd")
+    defenses: tuple[str, ...] = ("none", "dp_sgd", "central_dp_server", "central_dp_client", "local_dp",
+                                 "secagg", "robust")
+    # what the attack needs that SecAgg+ hides (the aggregator then holds only the sum of the
+    # uploads): "aggregate" = it runs on the aggregates instead; None = each participant's
+    # upload (for observer "uploads"); any other text names what it needs
+    under_secagg: str | None = None
     summary: str = ""
 
     def training_for(self, mode: str) -> Training:
         return TRAININGS[self.training if mode == "federated" else mode]
 
+    def not_observable(self, defense: str) -> str | None:
+        """Why this attack cannot observe what it needs under ``defense`` (None: it can)."""
+        if "secagg" not in defense_parts(defense) or self.observer != "uploads":
+            return None
+        if self.under_secagg == "aggregate":
+            return None
+        needs = self.under_secagg or "each participant's own upload"
+        return (f"not observable under secagg: the attack needs {needs}, and SecAgg+ shows the "
+                "aggregator only the sum of the uploads")
+
+    def observed_role(self, defense: str) -> str:
+        """The snapshot role the attacker reads: ``upload``, or ``global`` (the aggregate)
+        when SecAgg+ hides the uploads and the attack runs on the aggregates."""
+        if self.observer == "uploads" and "secagg" in defense_parts(defense) and self.under_secagg == "aggregate":
+            return "global"
+        return {"uploads": "upload", "received": "received"}.get(self.observer, self.observer)
+
 
 _SCENARIOS: dict[str, Scenario] = {}
 DEFENSES: dict[str, str] = {
     "none": "no defense",
-    "dp_sgd": "DP-SGD (Opacus) in every participant's local training, accounted across rounds",
+    "dp_sgd": "DP-SGD (Opacus) in every participant's local training, record-level, accounted across "
+              "rounds; the aggregator sees each (privatized) upload",
+    "central_dp_server": "Flower's DifferentialPrivacyServerSideFixedClipping: the aggregator clips each "
+                         "update (upload - global) to defense.clipping_norm and noises the mean; a curious "
+                         "aggregator still sees every raw upload",
+    "central_dp_client": "Flower's DifferentialPrivacyClientSideFixedClipping with fixedclipping_mod on "
+                         "every participant: clipped updates arrive, the aggregator noises their mean; it "
+                         "sees clipped, un-noised uploads",
+    "local_dp": "Flower's LocalDpMod on every participant: each update clipped and noised before it "
+                "leaves; the aggregator sees noised uploads",
+    "secagg": "Flower's SecAgg+ (legacy workflow + secaggplus_mod): the aggregator sees only the sum of "
+              "the uploads",
+    "robust": "a Flower robust aggregator (defense.aggregator: krum, multikrum, trimmed_mean, median) "
+              "instead of FedAvg; the aggregator sees every upload",
 }
+
+# Defenses that compose (``defense.name: secagg+local_dp``). Every other pair is refused,
+# with the reason below when there is a specific one.
+COMPOSABLE: frozenset[frozenset[str]] = frozenset(frozenset(p) for p in (
+    ("dp_sgd", "central_dp_server"), ("dp_sgd", "central_dp_client"), ("dp_sgd", "local_dp"),
+    ("dp_sgd", "secagg"), ("dp_sgd", "robust"), ("local_dp", "secagg"), ("local_dp", "robust"),
+))
+REFUSED: dict[frozenset[str], str] = {
+    frozenset(("secagg", "central_dp_server")): "server-side clipping needs each upload, which SecAgg+ hides",
+    frozenset(("secagg", "robust")): "a robust aggregator ranks the individual uploads, which SecAgg+ hides",
+    frozenset(("secagg", "central_dp_client")): "Flower 1.42's central DP wrappers are Message-API "
+                                               "strategies, and SecAgg+ runs on the legacy workflow only",
+    frozenset(("central_dp_server", "central_dp_client")): "one central DP mechanism at a time",
+    frozenset(("robust", "central_dp_server")): "Flower's central DP noise is calibrated to the mean of "
+                                               "clipped updates (FedAvg), not to a robust aggregate",
+    frozenset(("robust", "central_dp_client")): "Flower's central DP noise is calibrated to the mean of "
+                                               "clipped updates (FedAvg), not to a robust aggregate",
+    frozenset(("local_dp", "central_dp_server")): "two noise mechanisms on the same update: choose one",
+    frozenset(("local_dp", "central_dp_client")): "two noise mechanisms on the same update: choose one",
+}
+
+
+def defense_parts(defense: str) -> list[str]:
+    """The defenses of a ``defense.name`` (``"secagg+local_dp"`` -> both; ``"none"`` -> [])."""
+    return [p for p in (d.strip() for d in defense.split("+")) if p and p != "none"]
+
+
+def check_defense_name(defense: str) -> None:
+    """Raise ConfigError unless ``defense`` names known defenses that compose."""
+    parts = [d.strip() for d in defense.split("+")]
+    for p in parts:
+        if p not in DEFENSES:
+            raise ConfigError(f"unknown defense {p!r}; valid: {', '.join(DEFENSES)}, or a composition "
+                              f"like secagg+local_dp")
+    if len(parts) == 1:
+        return
+    if "none" in parts or len(set(parts)) != len(parts):
+        raise ConfigError(f"{defense!r}: compose distinct defenses, without none")
+    for i, a in enumerate(parts):
+        for b in parts[i + 1:]:
+            pair = frozenset((a, b))
+            if pair not in COMPOSABLE:
+                why = REFUSED.get(pair, "this pair is not wired")
+                ok = ", ".join(sorted("+".join(sorted(p)) for p in COMPOSABLE))
+                raise ConfigError(f"{a} and {b} do not compose: {why}; pairs that do: {ok}")
 
 
 def register(scenario: Scenario) -> Scenario:
@@ -132,14 +220,17 @@ def get(name: str) -> Scenario:
 
 
 def check_defense(defense: str, attack_names: list[str], mode: str) -> None:
-    """Raise ConfigError when the run's training or one of its attacks refuses ``defense``."""
+    """Raise ConfigError when the run's training or one of its attacks refuses ``defense``
+    (a name or a composition such as ``secagg+local_dp``)."""
+    check_defense_name(defense)
+    parts = defense_parts(defense) or ["none"]
     for t in trainings_needed(attack_names, mode):
-        if defense not in t.defenses:
+        if any(p not in t.defenses for p in parts):
             raise ConfigError(f"defense.name={defense} is applied by the federated clients "
                               f"only; federation.mode={mode} trains without it")
     for n in attack_names:
         s = _SCENARIOS.get(n)
-        if s is not None and mode in s.modes and defense not in s.defenses:
+        if s is not None and mode in s.modes and any(p not in s.defenses for p in parts):
             raise ConfigError(f"defense.name={defense}: attack {n} admits only "
                               f"{', '.join(s.defenses)}")
 
@@ -161,19 +252,22 @@ def trainings_needed(attack_names: list[str], mode: str) -> list[Training]:
 
 _STANDALONE = ("standalone", "finetune")
 _FED = ("federated",)
-_DP = ("none", "dp_sgd")
 _NO_DEFENSE = ("none",)  # stand-alone training runs without the federated clients' DP-SGD
 
 for _s in (
     # federated, global attacker (the aggregator): Nasr et al. Sec. V, Table X
     Scenario("global_passive", _FED, "uploads", "each_participant", "whitebox",
              training="passive", summary="the aggregator reads every upload; mean over participants"),
+    # under SecAgg+ the ascent still goes to everyone, and its effect shows in the aggregate
     Scenario("global_gradient_ascent", _FED, "uploads", "victim", "whitebox",
-             training="global_gradient_ascent", summary="active: ascent on the victim's targets"),
+             training="global_gradient_ascent", under_secagg="aggregate",
+             summary="active: ascent on the victim's targets"),
     Scenario("global_isolating", _FED, "uploads", "victim", "whitebox",
-             training="global_isolating", summary="active: the victim trains alone"),
+             training="global_isolating", under_secagg="the victim's own upload (to send it back)",
+             summary="active: the victim trains alone"),
     Scenario("global_isolating_gradient_ascent", _FED, "uploads", "victim", "whitebox",
-             training="global_isolating_gradient_ascent", summary="active: isolation + ascent"),
+             training="global_isolating_gradient_ascent",
+             under_secagg="the victim's own upload (to send it back)", summary="active: isolation + ascent"),
     # federated, local attacker (a participant)
     Scenario("local_passive", _FED, "received", "union_of_others", "whitebox",
              training="passive", summary="a participant reads the global models"),
@@ -185,6 +279,7 @@ for _s in (
     # federated, beyond the paper
     Scenario("global_calibrated", _FED, "uploads", "each_participant", "lira",
              training="passive", evaluate="calibrated_uploads",
+             under_secagg="each participant's upload and the others' as reference models",
              summary="LiRA with the other participants' uploads as OUT references"),
     Scenario("global_compact", _FED, "uploads", "each_participant", "compact",
              training="passive", summary="logistic regression on losses and gradient norms"),

@@ -1,8 +1,9 @@
 """The ``fl-sim`` command line.
 
 fl-sim run [CONFIG] [--set key=value ...] [--out DIR] [--overwrite] [--resume RUN_DIR]
-fl-sim compare [CONFIG] --attacks LIST --seeds K [--sweep KEY=V1,V2,...] [--out DIR]
+fl-sim compare [CONFIG] --attacks LIST --seeds K [--sweep KEY=V1,V2,... | --defenses LIST] [--out DIR]
 fl-sim attack RUN_DIR [--set attack.key=value ...] [--epochs LIST ...]
+fl-sim report RUN_DIR
 fl-sim validate CONFIG
 fl-sim datasets [--root DIR]
 
@@ -39,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="run directory (default: output.dir or runs/<stamp>-...)")
     r.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     r.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run")
-    r.add_argument("--no-progress", action="store_true")
+    _quiet_flags(r)
 
     c = sub.add_parser("compare", help="passive vs active attacks over seeds (Table X)")
     c.add_argument("config", nargs="?")
@@ -56,8 +57,12 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--sweep", metavar="KEY=V1,V2,...",
                    help="repeat the comparison for each value of one config key (e.g. "
                         "attack.gamma=0.001,0.01); writes sweep.md/.csv/.png")
+    c.add_argument("--defenses", metavar="LIST",
+                   help="the defense x attacker matrix: comma-separated defense settings, e.g. "
+                        "none,dp_sgd:noise_multiplier=0.5,secagg+local_dp; writes defenses.md/.csv, "
+                        "privacy_utility.png")
     c.add_argument("--overwrite", action="store_true")
-    c.add_argument("--no-progress", action="store_true")
+    _quiet_flags(c)
 
     a = sub.add_parser("attack", help="attack a finished run's snapshots again")
     a.add_argument("run_dir")
@@ -66,6 +71,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="comma-separated rounds; repeat to compare epoch sets (Table XII)")
     a.add_argument("--out", help="where to write the table (default RUN_DIR/reattack-*.md)")
 
+    rp = sub.add_parser("report", help="rebuild report.md / report.html and the figures of a run "
+                        "or comparison directory from its saved results (no retraining)")
+    rp.add_argument("run_dir")
+
     v = sub.add_parser("validate", help="check a config without running it")
     v.add_argument("config")
     v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -73,6 +82,22 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("datasets", help="list datasets and whether their files were found")
     d.add_argument("--root", help="data root (default: $FL_SIM_DATA_ROOT or ./data)")
     return p
+
+
+def _quiet_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true",
+                   help="no progress bars or stage lines (for scripts); warnings and the result "
+                        "still print, and every stage still goes to RUN_DIR/run.log")
+
+
+def _report_failed(error: str | None, out) -> int:
+    """Exit status 1 when the run's report could not be written (the numbers are safe)."""
+    if error is None:
+        return 0
+    log = Path(out) / "run.log"
+    print(f"fl-sim: error: the report of {out} was not written ({error}); the results are saved"
+          f"{f'; see {log}' if log.is_file() else ''}; retry with: fl-sim report {out}", file=sys.stderr)
+    return 1
 
 
 def _cmd_run(args) -> int:
@@ -84,21 +109,22 @@ def _cmd_run(args) -> int:
         if args.config or args.overrides:
             raise FlSimError("--resume takes the run directory's own config; "
                              "drop CONFIG and --set")
-        results = run_experiment(None, args.resume, resume=True, progress=not args.no_progress)
+        results = run_experiment(None, args.resume, resume=True, progress=not args.quiet)
         out = args.resume
     else:
         from fl_sim.rundir import default_run_dir
 
         cfg = load_config(args.config, args.overrides)
         out = Path(args.out or cfg.output.dir or default_run_dir(cfg.data.name, cfg.model.name))
-        results = run_experiment(cfg, out, overwrite=args.overwrite,
-                                 progress=not args.no_progress)
+        results = run_experiment(cfg, out, overwrite=args.overwrite, progress=not args.quiet)
     for line in summary_lines(results):
         print(line)
     print(f"run directory: {out}")
     if (v := verdict(results["attacks"])) is not None:
         print(v)
-    return 0
+    if results.get("report_error") is None:
+        print(f"report: {Path(out) / 'report.html'}")
+    return _report_failed(results.get("report_error"), out)
 
 
 def _epoch_list(text: str) -> list[int]:
@@ -124,23 +150,54 @@ def _cmd_compare(args) -> int:
         bad = [e for e in es if not 1 <= e <= cfg.federation.rounds]
         if bad:
             raise FlSimError(f"--epoch-sets: rounds {bad} outside 1..{cfg.federation.rounds}")
+    if args.defenses:
+        from fl_sim.defense_compare import run_defense_compare
+
+        if args.sweep or epoch_sets:
+            raise FlSimError("--defenses: give it without --sweep and --epoch-sets")
+        out = run_defense_compare(cfg, args.defenses, args.seeds, args.out, overwrite=args.overwrite,
+                                  progress=not args.quiet, keep_snapshots=args.keep_snapshots)
+        print((out / "defenses.md").read_text())
+        print(f"written: {out / 'defenses.md'}, {out / 'defenses.csv'}, {out / 'privacy_utility.png'}")
+        return 0
     if args.sweep:
         from fl_sim.sweep import run_sweep
 
         if epoch_sets:
             raise FlSimError("--sweep and --epoch-sets: give one of them")
         out = run_sweep(cfg, args.sweep, args.seeds, args.out, overwrite=args.overwrite,
-                        progress=not args.no_progress, keep_snapshots=args.keep_snapshots)
+                        progress=not args.quiet, keep_snapshots=args.keep_snapshots)
         print((out / "sweep.md").read_text())
         print(f"written: {out / 'sweep.md'}, {out / 'sweep.csv'}, {out / 'sweep.png'}")
         return 0
     out = run_compare(cfg, args.seeds, args.out, overwrite=args.overwrite,
-                      progress=not args.no_progress, epoch_sets=epoch_sets,
+                      progress=not args.quiet, epoch_sets=epoch_sets,
                       keep_snapshots=args.keep_snapshots)
     print((out / "table.md").read_text())
     if epoch_sets:
         print((out / "table_epochs.md").read_text())
     print(f"written: {out / 'table.md'}, {out / 'table.csv'}")
+    return _report_failed(_comparison_report(out), out)
+
+
+def _comparison_report(out: Path) -> str | None:
+    from fl_sim.report import regenerate
+
+    try:
+        regenerate(out)
+    except Exception as e:  # the tables above are written; the report can be rebuilt
+        return f"{type(e).__name__}: {e}"
+    print(f"report: {out / 'report.html'}")
+    return None
+
+
+def _cmd_report(args) -> int:
+    from fl_sim.report import regenerate
+
+    kind, figures = regenerate(args.run_dir)
+    out = Path(args.run_dir)
+    print(f"{kind} report: {out / 'report.md'}, {out / 'report.html'} ({len(figures)} figures in "
+          f"{out / 'figures'})")
     return 0
 
 
@@ -188,7 +245,7 @@ def _cmd_datasets(args) -> int:
     return 0
 
 
-COMMANDS = {"run": _cmd_run, "compare": _cmd_compare, "attack": _cmd_attack,
+COMMANDS = {"run": _cmd_run, "compare": _cmd_compare, "attack": _cmd_attack, "report": _cmd_report,
             "validate": _cmd_validate, "datasets": _cmd_datasets}
 
 

@@ -133,16 +133,51 @@ NETWORK_INPUTS = ("outputs", "loss", "label", "gradients", "references")
 
 
 class DefenseConfig(_Section):
+    """One defense, or several joined by ``+`` (``secagg+local_dp``; see
+    ``catalog.COMPOSABLE``). README "Defenses" says what the aggregator observes under each."""
     name: str = "none"
+    # dp_sgd: Gaussian noise std = noise_multiplier * max_grad_norm on each clipped per-example
+    # gradient sum; central_dp_*: std = noise_multiplier * clipping_norm / N on the mean update
     noise_multiplier: float = Field(1.0, ge=0)
-    max_grad_norm: float = Field(1.0, gt=0)
+    max_grad_norm: float = Field(1.0, gt=0)        # dp_sgd: per-example gradient L2 bound
+    # central_dp_*, local_dp: L2 bound on a participant's update (upload - model it received)
+    clipping_norm: float = Field(1.0, gt=0)
+    # local_dp (Flower's LocalDpMod): per-round (epsilon, delta) of the Gaussian mechanism,
+    # noise std = sensitivity * sqrt(2 ln(1.25 / delta)) / epsilon on every parameter
+    epsilon: float = Field(1.0, gt=0)
+    sensitivity: float | None = Field(None, gt=0)  # None: clipping_norm (add/remove one update)
+    # the delta of every accountant's epsilon and of the empirical epsilon
+    delta: float = Field(1e-5, gt=0, lt=1)
+    # robust: Flower's Krum, MultiKrum, FedTrimmedAvg or FedMedian in place of FedAvg
+    aggregator: Literal["krum", "multikrum", "trimmed_mean", "median"] = "krum"
+    byzantine: int = Field(1, ge=0)                # (multi)krum: assumed malicious participants
+    trim_beta: float = Field(0.25, ge=0, lt=0.5)   # trimmed_mean: fraction cut at each end
+    # secagg (Flower's SecAgg+): shares per secret key and how many rebuild it (ints, or
+    # fractions of the participants / shares); parameters are clipped to +-clipping_range
+    # before quantization into quantization_range levels
+    secagg_shares: int | float = Field(1.0, gt=0)
+    secagg_threshold: int | float = Field(0.5, gt=0)
+    secagg_clipping_range: float = Field(8.0, gt=0)
+    secagg_quantization_range: int = Field(2 ** 22, gt=1)
 
     @field_validator("name")
     @classmethod
     def _known_defense(cls, v: str) -> str:
-        if v not in catalog.DEFENSES:
-            raise ValueError(f"unknown defense {v!r}; valid: {', '.join(catalog.DEFENSES)}")
+        try:
+            catalog.check_defense_name(v)
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
         return v
+
+    @field_validator("noise_multiplier", "max_grad_norm", "clipping_norm", "epsilon", "secagg_clipping_range")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError("must be finite")
+        return v
+
+    def parts(self) -> list[str]:
+        return catalog.defense_parts(self.name)
 
 
 class OutputConfig(_Section):
@@ -183,7 +218,31 @@ class Config(_Section):
             catalog.check_defense(self.defense.name, att.names, fed.mode)
         except ConfigError as e:
             raise ValueError(str(e)) from None
+        self._defense_checks()
         return self
+
+    def _defense_checks(self) -> None:
+        d, n = self.defense, self.federation.participants
+        parts = d.parts()
+        if "central_dp_server" in parts or "central_dp_client" in parts:
+            if d.noise_multiplier <= 0:
+                raise ValueError("defense.noise_multiplier must be positive for central DP (the "
+                                 "accountant needs noise)")
+        # Krum scores each upload by its n - f - 2 nearest others (Flower's select_multikrum);
+        # its guarantee needs n >= 2f + 3, but the paper's N = 4 with f = 1 still ranks
+        if "robust" in parts and d.aggregator in ("krum", "multikrum") and n < d.byzantine + 3:
+            raise ValueError(f"defense.byzantine={d.byzantine}: Krum needs federation.participants >= "
+                             f"byzantine + 3, not {n}")
+        if "robust" in parts and d.aggregator == "trimmed_mean" and int(d.trim_beta * n) == 0:
+            raise ValueError(f"defense.trim_beta={d.trim_beta} trims nobody among {n} participants")
+        if "secagg" in parts:
+            if n < 3:
+                raise ValueError("defense.name=secagg needs at least 3 participants")
+            if (isinstance(d.secagg_shares, int) and isinstance(d.secagg_threshold, int)
+                    and d.secagg_threshold >= d.secagg_shares):
+                raise ValueError("defense.secagg_threshold must be below defense.secagg_shares")
+            if isinstance(d.secagg_threshold, float) and d.secagg_threshold > 1:
+                raise ValueError("defense.secagg_threshold as a fraction must be at most 1")
 
     def attack_epochs(self) -> list[int]:
         """Rounds whose snapshots the attacks use (1-based); default: the paper's epochs

@@ -1,6 +1,6 @@
 """Experiment runner: config -> data + split -> the trainings the catalog says the attacks
 need (federated or stand-alone) -> snapshots -> attacks (the scenario layer) ->
-results.json + report.
+results.json + report (report.md, report.html, figures/, tables/) and run.log.
 
 ``run_experiment`` is what ``fl-sim run`` calls. The run directory is complete only when
 ``results.json`` exists; it is written last.
@@ -8,7 +8,6 @@ results.json + report.
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -16,36 +15,13 @@ from fl_sim import catalog
 from fl_sim.config import Config, dump_config, load_config
 from fl_sim.errors import ConfigError, FlSimError
 from fl_sim.io import atomic_write_bytes, read_json, write_json
+from fl_sim.report import figdata, write_report
+from fl_sim.report.progress import LOG, AttackProgress, Progress, progress_mode, run_log, warn
 from fl_sim.rundir import default_run_dir, prepare_run_dir, set_status
 from fl_sim.scenarios import run_attacks
+from fl_sim.scenarios.common import watching
 from fl_sim.splits import Split
 from fl_sim.target import Data, check_names, load_data, make_run_split
-
-
-def _progress(cfg: Config, enabled: bool):
-    """A tqdm bar per federated training, advanced once per round."""
-    if not enabled:
-        return None, lambda: None
-    from tqdm import tqdm
-
-    bars: dict[str, tqdm] = {}
-
-    def tick(training: str, rnd: int) -> None:
-        bar = bars.get(training)
-        if bar is None:
-            for other in bars.values():  # one federation at a time: finish the last bar
-                other.close()
-            bar = bars[training] = tqdm(total=cfg.federation.rounds, desc=f"{training} rounds",
-                                        unit="round", file=sys.stderr, leave=True,
-                                        initial=rnd - 1)
-        bar.n = rnd
-        bar.refresh()
-
-    def close() -> None:
-        for b in bars.values():
-            b.close()
-
-    return tick, close
 
 
 def _open_run(cfg: Config | None, out, overwrite: bool, resume: bool) -> tuple[Config, Path]:
@@ -68,7 +44,7 @@ def _split(cfg: Config, data: Data, run_dir: Path) -> Split:
     return split
 
 
-def _train(cfg: Config, data: Data, split: Split, run_dir: Path, progress: bool,
+def _train(cfg: Config, data: Data, split: Split, run_dir: Path, progress: Progress,
            timing: dict) -> tuple[dict, dict]:
     """The trainings the attacks need; returns (target accuracies, per-training results)."""
     trainings = catalog.trainings_needed(cfg.attack.names, cfg.federation.mode)
@@ -78,43 +54,69 @@ def _train(cfg: Config, data: Data, split: Split, run_dir: Path, progress: bool,
         t = time.time()
         target = run_standalone(cfg, data, split, run_dir)
         timing["train_s"] = time.time() - t
+        progress.say(f"{cfg.federation.mode} training: {timing['train_s']:.1f} s")
         return target, {}
     from fl_sim.federated import runs_of, train_federated
 
     done: dict[str, dict] = {}
-    tick, close = _progress(cfg, progress)
+    rounds = progress.rounds(cfg.federation.rounds)
     try:
         for training in trainings:
             for name, run_cfg in runs_of(cfg, training):
                 t = time.time()
-                done[name] = train_federated(run_cfg, training, data, split, run_dir, tick, name)
+                rounds.begin(name)
+                done[name] = train_federated(run_cfg, training, data, split, run_dir, rounds.tick, name)
                 timing[f"train_{name}_s"] = time.time() - t
     finally:
-        close()
+        rounds.close()
     return {k: done["passive"][k] for k in ("train_acc", "test_acc")}, done
 
 
-def _attack_progress(cfg: Config, enabled: bool, timing: dict):
-    """A bar over the attacks (when enabled); every attack's time goes to ``timing``."""
-    bar = None
-    if enabled and cfg.attack.names:
-        from tqdm import tqdm
+def _attack(cfg: Config, data: Data, split: Split, run_dir: Path, progress: Progress,
+            timing: dict) -> list[dict]:
+    """Every attack of the run, with progress, timing, and the figure data the report's
+    per-record figures need, saved now: the snapshots may not outlive the run."""
+    recorder, shown = figdata.Recorder(cfg), AttackProgress(progress, cfg)
 
-        bar = tqdm(total=len(cfg.attack.names), desc="attacks", unit="attack", file=sys.stderr)
-
-    def done(name: str, seconds: float) -> None:
+    def on_done(name: str, seconds: float) -> None:
         timing[f"attack_{name}_s"] = seconds
-        if bar is not None:
-            bar.set_postfix_str(name)
-            bar.update(1)
+        recorder.finish(name)
+        shown.done(name, seconds)
 
-    return done, (bar.close if bar is not None else (lambda: None))
+    def watch(event: str, **info) -> None:
+        recorder(event, **info)
+        shown(event, **info)
+
+    t = time.time()
+    try:
+        with watching(watch):
+            attacks = run_attacks(cfg, data, split, run_dir, on_done)
+    finally:
+        shown.close()
+    timing["attack_s"] = time.time() - t
+    figdata.save(run_dir, recorder.data(attacks))
+    return attacks
+
+
+def report_or_warn(run_dir: Path, results: dict) -> str | None:
+    """Write the run's report; a failure is logged with its traceback in run.log and
+    announced on stderr, never silent, and returned (None when the report was written).
+    The results stay valid: ``fl-sim report RUN_DIR`` retries from them."""
+    try:
+        write_report(run_dir, results)
+    except Exception as e:  # the attack numbers must survive a broken figure
+        LOG.exception("report not written")
+        msg = f"{type(e).__name__}: {e}"
+        warn(f"report not written ({msg}); results.json is complete; retry with: fl-sim report {run_dir}")
+        return msg
+    LOG.info("report written: %s", Path(run_dir) / "report.html")
+    return None
 
 
 def _results(cfg: Config, data: Data, target: dict, trainings: dict, attacks: list,
              timing: dict) -> dict:
     failures = [dict(f, setting=name) for name, s in trainings.items() for f in s["failures"]]
-    keys = ("train_acc", "test_acc", "victim", "snapshot_bytes", "dp_epsilon")
+    keys = ("train_acc", "test_acc", "victim", "snapshot_bytes", "dp_epsilon", "defense", "not_run")
     return {
         "dataset": data.name,
         "dataset_display_name": data.display_name,
@@ -132,29 +134,30 @@ def _results(cfg: Config, data: Data, target: dict, trainings: dict, attacks: li
 def run_experiment(cfg: Config | None, out: str | Path | None = None, *,
                    overwrite: bool = False, resume: bool = False, progress: bool = True) -> dict:
     """Run one experiment into ``out`` (default: output.dir, else runs/<stamp>-...).
-    With ``resume``, ``out`` is a killed run's directory and its own config is used."""
-    from fl_sim.report import write_report
+    With ``resume``, ``out`` is a killed run's directory and its own config is used.
 
+    ``progress``: bars (on a terminal) or one line per stage (elsewhere); False: quiet.
+    The returned results carry ``report_error`` when the report could not be written
+    (results.json does not: the report can be rebuilt)."""
     t0 = time.time()
     cfg, run_dir = _open_run(cfg, out, overwrite, resume)
-    set_status(run_dir, state="running")
-    data = load_data(cfg)
-    split = _split(cfg, data, run_dir)
-    timing: dict[str, float] = {"load_s": time.time() - t0}
-    target, trainings = _train(cfg, data, split, run_dir, progress, timing)
-    t = time.time()
-    on_done, close = _attack_progress(cfg, progress, timing)
-    try:
-        attacks = run_attacks(cfg, data, split, run_dir, on_done)
-    finally:
-        close()
-    timing["attack_s"] = time.time() - t
-    timing["total_s"] = time.time() - t0  # a resumed run counts its own time only
-    results = _results(cfg, data, target, trainings, attacks, timing)
-    write_report(run_dir, results)
-    write_json(run_dir / "results.json", results)
-    set_status(run_dir, state="complete")
-    return results
+    with run_log(run_dir):
+        LOG.info("run %s: %s, %s, seed %s, attacks %s", run_dir, cfg.data.name, cfg.model.name, cfg.seed,
+                 ", ".join(cfg.attack.names) or "none")
+        set_status(run_dir, state="running")
+        shown = Progress(progress_mode(progress))
+        data = load_data(cfg)
+        split = _split(cfg, data, run_dir)
+        timing: dict[str, float] = {"load_s": time.time() - t0}
+        target, trainings = _train(cfg, data, split, run_dir, shown, timing)
+        attacks = _attack(cfg, data, split, run_dir, shown, timing)
+        timing["total_s"] = time.time() - t0  # a resumed run counts its own time only
+        results = _results(cfg, data, target, trainings, attacks, timing)
+        error = report_or_warn(run_dir, results)
+        write_json(run_dir / "results.json", results)
+        set_status(run_dir, state="complete", report="written" if error is None else f"failed: {error}")
+        LOG.info("complete in %.1f s", timing["total_s"])
+    return results if error is None else {**results, "report_error": error}
 
 
 def reattack(run_dir: str | Path, overrides: list[str] = ()) -> dict:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fl_sim import defense
 from fl_sim.catalog import Training
 from fl_sim.config import Config
 from fl_sim.io import read_json, write_json
@@ -75,7 +76,10 @@ def write_plans(cfg: Config, training: Training, data: Data, split: Split,
         threads=threads_for(fed.num_cpus), fail={str(k): v for k, v in fed.fail.items()},
         keep_rounds=keep_rounds(cfg), record_received=fed.record_received,
         dp=({"noise_multiplier": cfg.defense.noise_multiplier,
-             "max_grad_norm": cfg.defense.max_grad_norm} if cfg.defense.name == "dp_sgd" else None),
+             "max_grad_norm": cfg.defense.max_grad_norm} if "dp_sgd" in cfg.defense.parts() else None),
+        mods=defense.client_mods(cfg),
+        local_dp=defense.local_dp_params(cfg) if "local_dp" in cfg.defense.parts() else None,
+        array_keys=list(initial_arrays(cfg, data)),
     )
     plans = run_dir / "plans"
     plans.mkdir(exist_ok=True)
@@ -127,30 +131,59 @@ def ascent_step(cfg: Config, data: Data, split: Split):
     return step
 
 
-def make_strategy(cfg: Config, training: Training, data: Data, split: Split,
-                  store: SnapshotStore, resume: _Resume, failures_path: Path):
-    """FedAvg wrapped in the global attacker, configured for ``training``."""
-    from flwr.serverapp.strategy import FedAvg
+def attacker_settings(cfg: Config, training: Training, data: Data, split: Split):
+    from strategies.attacker import AttackerSettings
 
-    from fl_sim.federation import quiet_flwr
-    from strategies.attacker import AttackerSettings, GlobalAttacker
-
-    n = cfg.federation.participants
-    settings = AttackerSettings(
+    return AttackerSettings(
         isolate=training.isolate, ascent=training.global_ascent,
         victim=cfg.attack.target_participant, ascent_rounds=set(cfg.ascent_rounds()),
         isolate_rounds=set(cfg.isolate_rounds()),
-        ascent_fn=ascent_step(cfg, data, split) if training.global_ascent else None)
-    # every participant trains every round (the paper's setting); failures are tolerated.
+        ascent_fn=ascent_step(cfg, data, split) if training.global_ascent else None,
+        record_clipped="central_dp_server" in cfg.defense.parts(),
+        noise_seed=cfg.seed if defense.server_noise(cfg) else None)
+
+
+def make_strategy(cfg: Config, training: Training, data: Data, split: Split,
+                  store: SnapshotStore, resume: _Resume, failures_path: Path):
+    """The global attacker around the server-side defenses around the learning algorithm:
+    ``GlobalAttacker(central DP wrapper(FedAvg or a robust aggregator))``."""
+    from fl_sim.federation import quiet_flwr
+    from strategies.attacker import GlobalAttacker
+
     # FedAvg warns that client-side evaluation is off: it is meant to be.
     with quiet_flwr():
-        inner = FedAvg(fraction_evaluate=0.0, min_available_nodes=n, min_train_nodes=n)
+        inner = defense.server_wrapped(cfg, defense.inner_strategy(cfg))
 
     def on_round_end(rnd: int, _arrays) -> None:
         write_json(failures_path, resume.failures + strategy.failures)
 
-    strategy = GlobalAttacker(inner, store, n, settings, round_offset=resume.start,
-                              previous_uploads=resume.previous_uploads,
+    strategy = GlobalAttacker(inner, store, cfg.federation.participants, attacker_settings(cfg, training, data, split),
+                              round_offset=resume.start, previous_uploads=resume.previous_uploads,
+                              on_round_end=on_round_end)
+    return strategy
+
+
+def make_secagg_strategy(cfg: Config, training: Training, data: Data, split: Split,
+                         store: SnapshotStore, resume: _Resume, failures_path: Path):
+    """The aggregator under SecAgg+: a legacy FedAvg inside ``SecAggObserver``."""
+    from flwr.server.strategy import FedAvg as LegacyFedAvg
+
+    from clients.secagg import ROUND_KEY
+    from fl_sim.federation import quiet_flwr
+    from strategies.secagg import SecAggObserver
+
+    n = cfg.federation.participants
+    with quiet_flwr():
+        inner = LegacyFedAvg(fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=n,
+                             min_available_clients=n, on_fit_config_fn=lambda rnd: {ROUND_KEY: rnd})
+
+    def on_round_end(rnd: int, _arrays) -> None:
+        write_json(failures_path, resume.failures + strategy.failures)
+        write_json(store.dir / "secagg-held.json", strategy.held)
+
+    # the legacy parameter order, as the clients' plan has it (a resumed snapshot's may differ)
+    strategy = SecAggObserver(inner, store, n, list(initial_arrays(cfg, data)), resume.init,
+                              attacker_settings(cfg, training, data, split), round_offset=resume.start,
                               on_round_end=on_round_end)
     return strategy
 
@@ -171,33 +204,44 @@ def measure_training(cfg: Config, data: Data, split: Split, store: SnapshotStore
         out["victim"] = {"participant": victim, **mine}
     out["failures"] = read_json(failures_path) if failures_path.exists() else []
     out["snapshot_bytes"] = store.size_bytes()
-    if cfg.defense.name == "dp_sgd":
+    if "dp_sgd" in cfg.defense.parts():
         from clients.dp import cumulative_epsilon
 
         out["dp_epsilon"] = {str(p): cumulative_epsilon(store.dir, p)
                              for p in range(cfg.federation.participants)}
+    if cfg.defense.parts():
+        held = store.dir / "secagg-held.json"
+        out["defense"] = defense.summary(cfg, store.dir, final_round,
+                                         {"secagg_held": read_json(held)} if held.exists() else None)
     return out
 
 
 def train_federated(cfg: Config, training: Training, data: Data, split: Split,
                     run_dir: Path, progress=None, name: str | None = None) -> dict:
     """Train the federation under ``training`` into ``snapshots/<name>`` (default: the
-    training's name); returns target accuracy and failures.
+    training's name); returns target accuracy and failures, or ``{"not_run": reason}`` when
+    the defense makes the training impossible (isolation under SecAgg+).
 
     ``progress(name, round)`` is called after every round."""
-    from fl_sim.federation import run_federation
+    from fl_sim.federation import run_federation, run_secagg_federation
 
     fed, name = cfg.federation, name or training.name
+    if (why := training.not_runnable(cfg.defense.name)) is not None:
+        return {"not_run": why, "failures": []}
     store = SnapshotStore(run_dir / "snapshots" / name, keep_rounds=keep_rounds(cfg))
     failures_path = store.dir / "failures.json"
     plan_path, attacker_plans = write_plans(cfg, training, data, split, run_dir, name)
     resume = resume_point(cfg, data, store, failures_path)
-    strategy = make_strategy(cfg, training, data, split, store, resume, failures_path)
+    secagg = "secagg" in cfg.defense.parts()
+    strategy = (make_secagg_strategy if secagg else make_strategy)(cfg, training, data, split, store, resume,
+                                                                  failures_path)
     if fed.rounds > resume.start:
-        run_federation(strategy=strategy, plan_path=str(plan_path), participants=fed.participants,
-                       rounds=fed.rounds - resume.start, initial_arrays=resume.init,
-                       attacker_plans=attacker_plans, num_cpus=fed.num_cpus,
-                       num_gpus=fed.num_gpus, round_timeout_s=fed.round_timeout_s,
-                       on_round=(lambda r: progress(name, r + resume.start))
-                       if progress else None)
+        common = dict(strategy=strategy, plan_path=str(plan_path), participants=fed.participants,
+                      rounds=fed.rounds - resume.start, attacker_plans=attacker_plans, num_cpus=fed.num_cpus,
+                      num_gpus=fed.num_gpus, round_timeout_s=fed.round_timeout_s,
+                      on_round=(lambda r: progress(name, r + resume.start)) if progress else None)
+        if secagg:
+            run_secagg_federation(secagg=defense.secagg_params(cfg, max(len(t) for t in split.train)), **common)
+        else:
+            run_federation(initial_arrays=resume.init, **common)
     return measure_training(cfg, data, split, store, failures_path)

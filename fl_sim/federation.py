@@ -63,8 +63,6 @@ def run_federation(*, strategy: Strategy, plan_path: str, participants: int, rou
     resuming). ``on_round(r)`` is called after each round (progress reporting).
     ``attacker_plans`` maps a malicious participant's id to its own plan file.
     """
-    from flwr.simulation import run_simulation  # deprecated, but the one in-process entry
-
     server_app = ServerApp()
 
     @server_app.main()
@@ -78,6 +76,13 @@ def run_federation(*, strategy: Strategy, plan_path: str, participants: int, rou
                        num_rounds=rounds, timeout=round_timeout_s,
                        train_config=ConfigRecord({}), evaluate_fn=evaluate_fn)
 
+    _simulate(server_app, make_client_app(plan_path, attacker_plans), participants, num_cpus, num_gpus, quiet)
+
+
+def _simulate(server_app, client_app, participants: int, num_cpus: float, num_gpus: float | None,
+              quiet: bool) -> None:
+    from flwr.simulation import run_simulation  # deprecated, but the one in-process entry
+
     resources = client_resources(num_cpus, num_gpus, participants)
     # Ray reads these at start-up; its workers inherit them
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
@@ -89,8 +94,7 @@ def run_federation(*, strategy: Strategy, plan_path: str, participants: int, rou
     }
     try:
         with quiet_flwr(quiet):
-            run_simulation(server_app=server_app,
-                           client_app=make_client_app(plan_path, attacker_plans),
+            run_simulation(server_app=server_app, client_app=client_app,
                            num_supernodes=participants, backend_config=backend_config,
                            verbose_logging=False)
     except Exception as e:
@@ -99,3 +103,29 @@ def run_federation(*, strategy: Strategy, plan_path: str, participants: int, rou
                               f"{str(cause).splitlines()[0] if str(cause) else ''}; the rounds "
                               "done so far are saved, continue with fl-sim run --resume RUN_DIR"
                               ) from e
+
+
+def run_secagg_federation(*, strategy, plan_path: str, participants: int, rounds: int, secagg: dict,
+                          attacker_plans: dict[int, str] | None = None, num_cpus: float = 1.0,
+                          num_gpus: float | None = None, round_timeout_s: float = 600.0,
+                          on_round: Callable[[int], None] | None = None, quiet: bool = True) -> None:
+    """Run ``rounds`` rounds under Flower's SecAgg+ (legacy workflow path, the only one
+    Flower 1.42 has for it): ``strategy`` is a legacy strategy (``strategies.secagg``),
+    the clients carry ``secaggplus_mod``. ``secagg``: SecAggPlusWorkflow's ``num_shares``,
+    ``reconstruction_threshold``, ``clipping_range``, ``quantization_range``, ``max_weight``."""
+    from flwr.server import LegacyContext, ServerConfig
+    from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+
+    from clients.secagg import make_secagg_client_app
+
+    server_app = ServerApp()
+    strategy.on_round = on_round
+
+    @server_app.main()
+    def main(grid: Grid, context: Context) -> None:
+        legacy = LegacyContext(context, config=ServerConfig(num_rounds=rounds, round_timeout=round_timeout_s),
+                               strategy=strategy)
+        DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(**secagg, timeout=round_timeout_s))(grid, legacy)
+
+    _simulate(server_app, make_secagg_client_app(plan_path, attacker_plans), participants, num_cpus,
+              num_gpus, quiet)

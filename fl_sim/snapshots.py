@@ -10,6 +10,8 @@ Roles:
 - ``sent``     what the server actually sent to a participant when it differs from the
                plain global model (active attacks: isolation, gradient ascent)
 - ``received`` what a local attacker recorded receiving (written by the client itself)
+- ``clipped``  a participant's upload as server-side clipping left it (central DP with
+               server-side clipping: what entered the noised mean; the aggregator saw ``upload``)
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from safetensors.numpy import save as st_save_bytes
 from fl_sim.errors import SnapshotError
 from fl_sim.io import atomic_write_bytes
 
-ROLES = ("global", "upload", "sent", "received")
+ROLES = ("global", "upload", "sent", "received", "clipped")
 INDEX = "index.json"
 
 

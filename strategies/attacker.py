@@ -19,6 +19,14 @@ on the order in which Ray workers answered. The record keys (arrays, config, the
 count) are read from the wrapped strategy where Flower exposes them (FedAvg and its
 descendants do); a failed reply is recorded as a failure and handed on to the inner
 strategy, which decides what an error means for its aggregate.
+
+Defenses on the server compose around the learning algorithm, inside this wrapper, in the
+order a real aggregator has them: ``GlobalAttacker(DifferentialPrivacyServerSideFixedClipping(
+Krum(...)))``. The attacker records each reply as it arrives (under server-side clipping the
+raw upload; under client-side clipping or local DP what the client's mods let out), then hands
+the replies on. With ``record_clipped``, it also records what the inner wrapper aggregated
+after clipping them in place (role ``clipped``). Flower's DP wrappers draw their noise from
+numpy's global generator: with ``noise_seed`` it is seeded per round, so runs repeat.
 """
 
 from __future__ import annotations
@@ -44,6 +52,8 @@ class AttackerSettings:
     isolate_rounds: set[int] | None = None   # None: every round
     # (arrays) -> arrays pushed up the target records' loss; None when no ascent is configured
     ascent_fn: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None
+    record_clipped: bool = False   # also record the replies as the inner strategy left them
+    noise_seed: int | None = None  # seed numpy's global generator before each aggregation
 
 
 class GlobalAttacker(Strategy):
@@ -68,9 +78,10 @@ class GlobalAttacker(Strategy):
         self.on_round_end = on_round_end
         self.discovery_timeout_s = 120.0
         self._discovered = False  # once per simulation: node ids change with each one
-        self.array_key = getattr(inner, "arrayrecord_key", "arrays")
-        self.config_key = getattr(inner, "configrecord_key", "config")
-        self.weight_key = getattr(inner, "weighted_by_key", "num-examples")
+        algorithm = innermost(inner)
+        self.array_key = getattr(algorithm, "arrayrecord_key", "arrays")
+        self.config_key = getattr(algorithm, "configrecord_key", "config")
+        self.weight_key = getattr(algorithm, "weighted_by_key", "num-examples")
 
     def summary(self) -> None:
         self.inner.summary()
@@ -156,7 +167,12 @@ class GlobalAttacker(Strategy):
                                and self.node_of.get(pid) == m.metadata.src_node_id), None)
                 self.failures.append({"round": rnd, "participant": pid,
                                       "reason": (reason or "no reply").splitlines()[-1][:300]})
+        if self.settings.noise_seed is not None:
+            np.random.seed((self.settings.noise_seed * 1009 + rnd) % 2**32)
         agg, metrics = self.inner.aggregate_train(rnd, ok + [m for m in replies if m.has_error()])
+        if self.settings.record_clipped:
+            for m in ok:  # Flower's server-side DP wrapper replaced each reply's arrays in place
+                self.store.put(rnd, _partition(m), "clipped", record_to_arrays(m.content[self.array_key]))
         if agg is not None:
             global_arrays = record_to_arrays(agg)
             self.store.put(rnd, None, "global", global_arrays, force=True)
@@ -172,6 +188,16 @@ class GlobalAttacker(Strategy):
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
                            ) -> MetricRecord | None:
         return self.inner.aggregate_evaluate(server_round + self.round_offset, replies)
+
+
+def innermost(strategy: Strategy) -> Strategy:
+    """The learning algorithm under any wrappers (Flower's DP wrappers keep it in
+    ``.strategy``, ours in ``.inner``)."""
+    while True:
+        nxt = getattr(strategy, "strategy", None) or getattr(strategy, "inner", None)
+        if not isinstance(nxt, Strategy):
+            return strategy
+        strategy = nxt
 
 
 def _metrics(msg: Message) -> MetricRecord:

@@ -67,6 +67,14 @@ def _cases(tmp):
         (["run", "--set", "attack.isolate_rounds=[0]"], "attack.isolate_rounds"),
         (["run", "--set", "attack.victims=[7]"], "attack.victims"),
         (["run", "--resume", str(tmp / "no-run")], "not a run directory"),
+        (["run", "--set", "defense.name=central_dp_server", "--set", "defense.noise_multiplier=-1"],
+         "defense.noise_multiplier"),
+        (["run", "--set", "defense.name=local_dp", "--set", "defense.clipping_norm=0"], "defense.clipping_norm"),
+        (["run", "--set", "defense.name=secagg+robust"], "do not compose"),
+        (["compare", "--attacks", "global_passive", "--defenses", "none,secagg+central_dp_server",
+          "--out", str(tmp / "sw")], "do not compose"),
+        (["compare", "--attacks", "global_passive", "--defenses", "dp_sgd:noise_multiplier=-2",
+          "--out", str(tmp / "sw")], "noise_multiplier"),
     ]
 
 

@@ -18,6 +18,7 @@ from fl_sim import catalog
 from fl_sim.config import Config
 from fl_sim.scenarios.calibrated import evaluate_calibrated_uploads
 from fl_sim.scenarios.common import AttackContext
+from fl_sim.scenarios.defended import defense_block
 from fl_sim.scenarios.federated import evaluate_received, evaluate_uploads
 from fl_sim.scenarios.standalone import TargetView, evaluate_lira, evaluate_shadow, evaluate_target
 from fl_sim.splits import Split
@@ -48,11 +49,21 @@ def applicable(cfg: Config) -> list[catalog.Scenario]:
 
 
 def _federated(ctx: AttackContext, scenarios, on_done) -> list[dict]:
+    """Each attack, or why the defense leaves it nothing to observe (never a number then);
+    under a defense each result carries it (``defense``: what was observed, the accountant's
+    epsilon that covers this attacker) beside the attack's ``empirical_epsilon``."""
     results = []
+    defended = bool(ctx.cfg.defense.parts())
     for s in scenarios:
         torch.manual_seed(ctx.cfg.seed)
         t0 = time.time()
-        res = FEDERATED_EVALUATORS[(s.evaluate, s.observer)](ctx, s)
+        why = s.not_observable(ctx.cfg.defense.name)
+        if why is not None:
+            res = {"not_observable": why, "skipped": why}
+        else:
+            res = FEDERATED_EVALUATORS[(s.evaluate, s.observer)](ctx, s)
+        if defended:
+            res["defense"] = defense_block(ctx, s)
         results.append({"name": s.name, **res})
         on_done(s.name, time.time() - t0)
     return results

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from attacks import audit
 from attacks.calibrated import LiRAOffline, lira_features
 from attacks.metrics import choose_threshold, membership_metrics
 from fl_sim.catalog import Scenario
 from fl_sim.models import model_from
 from fl_sim.scenarios.common import AttackContext, logit_confidence_of, mean_result
+from fl_sim.scenarios.defended import audit_scores
 from fl_sim.snapshots import SnapshotStore
 from fl_sim.splits import target_sets
 from fl_sim.target import model_spec
@@ -63,8 +65,10 @@ def _one_victim(ctx, store, p, notes):
     if not used:
         return None, used
     known, evals = np.mean(ks, axis=0), np.mean(es, axis=0)
-    return membership_metrics(evals, sets.eval_labels,
-                              choose_threshold(known, sets.known_labels)), used
+    res = membership_metrics(evals, sets.eval_labels, choose_threshold(known, sets.known_labels))
+    res["empirical_epsilon"] = audit_scores(ctx, known, sets.known_labels, evals, sets.eval_labels,
+                                            tests=ctx.split.participants)
+    return res, used
 
 
 def evaluate_calibrated_uploads(ctx: AttackContext, scenario: Scenario) -> dict:
@@ -77,6 +81,7 @@ def evaluate_calibrated_uploads(ctx: AttackContext, scenario: Scenario) -> dict:
     if not per:
         return {"skipped": "; ".join(notes)}
     return {**mean_result(per, ctx.cfg.victims()),
+            "empirical_epsilon": audit.combine({str(p): v["empirical_epsilon"] for p, v in per.items()}),
             "epochs_used": {str(p): u for p, u in used_all.items()},
             "notes": notes, "target": "mean over participants",
             "references": "the other participants' uploads of the same round"}

@@ -4,7 +4,8 @@ participants."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,14 +38,39 @@ class AttackContext:
         return SnapshotStore(Path(self.run_dir) / "snapshots" / name)
 
 
+# Watchers of the evaluations (progress bars, the report's figure data) are told here
+# rather than through the evaluators' signatures, which stay the same for every scenario.
+_WATCHERS: list[Callable[..., None]] = []
+
+
+@contextmanager
+def watching(watcher: Callable[..., None]) -> Iterator[None]:
+    """Within the block ``watcher(event, **info)`` hears of every snapshot's features
+    (``"features"``, ``n``: records) and every fitted attack (``"scored"``, ``features``:
+    the evaluation records' FeatureSet(s), ``labels``: (n,) 0/1, ``scores``: (n,) higher =
+    member)."""
+    _WATCHERS.append(watcher)
+    try:
+        yield
+    finally:
+        _WATCHERS.remove(watcher)
+
+
+def _tell(event: str, **info) -> None:
+    for w in list(_WATCHERS):
+        w(event, **info)
+
+
 def features_of(cfg: Config, data: Data, arrays: dict, *idx_sets: np.ndarray) -> list:
     """White-box features of each index set under one snapshot (one model built for all)."""
     from attacks.features import extract_features
 
     model = model_from(model_spec(cfg, data), arrays)
-    return [extract_features(model, data.x[idx], data.y[idx], layers=cfg.attack.layers,
-                             output_layers=tuple(cfg.attack.output_layers))
-            for idx in idx_sets]
+    out = [extract_features(model, data.x[idx], data.y[idx], layers=cfg.attack.layers,
+                            output_layers=tuple(cfg.attack.output_layers))
+           for idx in idx_sets]
+    _tell("features", n=sum(len(i) for i in idx_sets))
+    return out
 
 
 def losses_of(cfg: Config, data: Data, arrays: dict, idx: np.ndarray) -> np.ndarray:
@@ -113,7 +139,9 @@ def fit_and_score(attack, known_feats, known_lab, eval_feats, eval_lab) -> dict:
         attack.fit(known_feats, known_lab)
     else:
         attack.fit(eval_feats)
-    return membership_metrics(attack.score_samples(eval_feats), eval_lab, attack.threshold_)
+    scores = attack.score_samples(eval_feats)
+    _tell("scored", features=eval_feats, labels=eval_lab, scores=scores)
+    return membership_metrics(scores, eval_lab, attack.threshold_)
 
 
 SCORING_MEAN = ("mean over participants of per-participant metrics (the paper's report); "

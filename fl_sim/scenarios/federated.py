@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from attacks import audit
 from fl_sim.catalog import Scenario
 from fl_sim.federated import local_attacker_of, others_of, runs_of
 from fl_sim.scenarios.common import (
     AttackContext,
     attack_kind,
     features_of,
-    fit_and_score,
     losses_of,
     make_attack,
     mean_result,
 )
+from fl_sim.scenarios.defended import audited_fit
 from fl_sim.snapshots import SnapshotStore
 from fl_sim.splits import TargetSets, target_sets
 
@@ -56,15 +57,18 @@ def with_references(ctx: AttackContext, store: SnapshotStore, epoch: int, partic
 
 
 def _upload_features(ctx: AttackContext, store: SnapshotStore, participant: int,
-                     sets: TargetSets, notes: list[str]):
+                     sets: TargetSets, notes: list[str], role: str = "upload"):
+    """Features of the participant's uploads at the attack epochs; with ``role="global"``
+    (SecAgg+: the aggregator holds only the sum) of the aggregates instead."""
     known, evals, used = [], [], []
+    who = participant if role == "upload" else None
     for e in ctx.cfg.attack_epochs():
-        if store.find(e, participant, "upload") is None:
-            notes.append(f"no upload snapshot of participant {participant} in round {e} "
+        if store.find(e, who, role) is None:
+            notes.append(f"no {role} snapshot of participant {participant} in round {e} "
                          "(failed or not kept)")
             continue
         k, ev = with_references(ctx, store, e, participant,
-                                features_of(ctx.cfg, ctx.data, store.get(e, participant, "upload"),
+                                features_of(ctx.cfg, ctx.data, store.get(e, who, role),
                                             sets.known, sets.eval), [sets.known, sets.eval])
         known.append(k)
         evals.append(ev)
@@ -76,17 +80,22 @@ def evaluate_uploads(ctx: AttackContext, scenario: Scenario) -> dict:
     """The global attacker: one attack per participant on its uploads; the mean."""
     kind = attack_kind(ctx.cfg, scenario)
     per, used_all, notes = {}, {}, []
-    for store, p in upload_jobs(ctx, scenario):
+    jobs = upload_jobs(ctx, scenario)
+    role = scenario.observed_role(ctx.cfg.defense.name)
+    for store, p in jobs:
         sets = target_sets(ctx.split, [p])
-        known, evals, used = _upload_features(ctx, store, p, sets, notes)
+        known, evals, used = _upload_features(ctx, store, p, sets, notes, role)
         if used:
-            per[p] = fit_and_score(make_attack(ctx.cfg, kind, ctx.seed + p), known,
-                                   sets.known_labels, evals, sets.eval_labels)
+            per[p] = audited_fit(ctx, make_attack(ctx.cfg, kind, ctx.seed + p), known,
+                                 sets.known_labels, evals, sets.eval_labels, tests=len(jobs))
             used_all[p] = used
     if not per:
         return {"skipped": "; ".join(notes)}
     passive = scenario.targets == "each_participant"
     out = mean_result(per, ctx.cfg.victims() if passive else None)
+    out["empirical_epsilon"] = audit.combine({str(p): v["empirical_epsilon"] for p, v in per.items()})
+    if role == "global":
+        out["observed"] = "the aggregates: SecAgg+ hides each upload"
     return {**out, "epochs_used": {str(p): u for p, u in used_all.items()}, "notes": notes,
             "target": "mean over participants" if passive else
             f"victims {sorted(per)}, one federation each" if len(per) > 1 else
@@ -122,5 +131,5 @@ def evaluate_received(ctx: AttackContext, scenario: Scenario) -> dict:
     if not used:
         return {"skipped": "; ".join(notes)}
     attack = make_attack(ctx.cfg, attack_kind(ctx.cfg, scenario), ctx.seed)
-    return {**fit_and_score(attack, known, sets.known_labels, evals, sets.eval_labels),
+    return {**audited_fit(ctx, attack, known, sets.known_labels, evals, sets.eval_labels),
             "epochs_used": used, "notes": notes, "target": "union of the other participants' data"}
