@@ -6,7 +6,7 @@ participant's partition, and replies in the shape FedAvg expects. ``attacker_pla
 the malicious participant's id to its own plan file, which no honest participant reads.
 
 Client-side defenses are Flower's own mods around the train handler (``defense_mods``):
-``fixedclipping_mod`` (central DP with client-side clipping) and ``LocalDpMod`` (local DP).
+``fixedclipping_mod`` or ``adaptiveclipping_mod`` (central DP with client-side clipping) and ``LocalDpMod`` (local DP).
 They draw their noise from numpy's global generator, which the handler seeds from the run
 seed, the round and the participant, so a run's numbers repeat.
 """
@@ -56,11 +56,13 @@ def participant_update(plan: ClientPlan, pid: int, round_: int, received: dict,
 
 def defense_mods(plan: ClientPlan) -> list:
     """Flower's client mods for the plan's client-side defenses (Message API), outermost first."""
-    from flwr.clientapp.mod import LocalDpMod, fixedclipping_mod
+    from flwr.clientapp.mod import LocalDpMod, adaptiveclipping_mod, fixedclipping_mod
 
     mods = []
     if "clip" in plan.mods:
         mods.append(fixedclipping_mod)
+    if "adaptive_clip" in plan.mods:
+        mods.append(adaptiveclipping_mod)
     if "local_dp" in plan.mods:
         mods.append(LocalDpMod(**plan.local_dp))
     return mods

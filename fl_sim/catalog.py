@@ -131,11 +131,13 @@ DEFENSES: dict[str, str] = {
     "none": "no defense",
     "dp_sgd": "DP-SGD (Opacus) in every participant's local training, record-level, accounted across "
               "rounds; the aggregator sees each (privatized) upload",
-    "central_dp_server": "Flower's DifferentialPrivacyServerSideFixedClipping: the aggregator clips each "
-                         "update (upload - global) to defense.clipping_norm and noises the mean; a curious "
+    "central_dp_server": "Flower's DifferentialPrivacyServerSideFixedClipping (or ...AdaptiveClipping with "
+                         "defense.clipping=adaptive): the aggregator clips each update (upload - global) "
+                         "to defense.clipping_norm and noises the mean; a curious "
                          "aggregator still sees every raw upload",
-    "central_dp_client": "Flower's DifferentialPrivacyClientSideFixedClipping with fixedclipping_mod on "
-                         "every participant: clipped updates arrive, the aggregator noises their mean; it "
+    "central_dp_client": "Flower's DifferentialPrivacyClientSideFixedClipping with fixedclipping_mod (or "
+                         "the adaptive pair with defense.clipping=adaptive) on every participant: clipped "
+                         "updates arrive, the aggregator noises their mean; it "
                          "sees clipped, un-noised uploads",
     "local_dp": "Flower's LocalDpMod on every participant: each update clipped and noised before it "
                 "leaves; the aggregator sees noised uploads",

@@ -146,6 +146,15 @@ class DefenseConfig(_Section):
     # noise std = sensitivity * sqrt(2 ln(1.25 / delta)) / epsilon on every parameter
     epsilon: float = Field(1.0, gt=0)
     sensitivity: float | None = Field(None, gt=0)  # None: clipping_norm (add/remove one update)
+    # central_dp_*: Flower's fixed clipping, or its adaptive clipping (Andrew et al. 2019):
+    # the bound starts at clipping_norm and moves each round, C <- C exp(-clip_norm_lr *
+    # (noisy fraction of clipped updates - target_clipped_quantile)); the count's noise std is
+    # clipped_count_stddev (None: participants / 20, Flower's default). noise_multiplier is
+    # the total, split between the update and the count, so the accountant's epsilon holds
+    clipping: Literal["fixed", "adaptive"] = "fixed"
+    target_clipped_quantile: float = Field(0.5, ge=0, le=1)
+    clip_norm_lr: float = Field(0.2, gt=0)
+    clipped_count_stddev: float | None = Field(None, gt=0)
     # the delta of every accountant's epsilon and of the empirical epsilon
     delta: float = Field(1e-5, gt=0, lt=1)
     # robust: Flower's Krum, MultiKrum, FedTrimmedAvg or FedMedian in place of FedAvg
@@ -224,10 +233,19 @@ class Config(_Section):
     def _defense_checks(self) -> None:
         d, n = self.defense, self.federation.participants
         parts = d.parts()
-        if "central_dp_server" in parts or "central_dp_client" in parts:
-            if d.noise_multiplier <= 0:
-                raise ValueError("defense.noise_multiplier must be positive for central DP (the "
-                                 "accountant needs noise)")
+        central = "central_dp_server" in parts or "central_dp_client" in parts
+        if central and d.noise_multiplier <= 0:
+            raise ValueError("defense.noise_multiplier must be positive for central DP (the "
+                             "accountant needs noise)")
+        if d.clipping == "adaptive":
+            if not central:
+                raise ValueError("defense.clipping=adaptive applies to central_dp_server or "
+                                 "central_dp_client only")
+            count_std = d.clipped_count_stddev or n / 20
+            if d.noise_multiplier >= 2 * count_std:
+                raise ValueError(f"defense.noise_multiplier={d.noise_multiplier} must be below 2 x "
+                                 f"defense.clipped_count_stddev (= {count_std:g}) for adaptive "
+                                 "clipping: raise defense.clipped_count_stddev")
         # Krum scores each upload by its n - f - 2 nearest others (Flower's select_multikrum);
         # its guarantee needs n >= 2f + 3, but the paper's N = 4 with f = 1 still ranks
         if "robust" in parts and d.aggregator in ("krum", "multikrum") and n < d.byzantine + 3:

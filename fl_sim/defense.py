@@ -3,10 +3,10 @@
 - the learning algorithm: FedAvg, or a Flower robust aggregator (``robust``: Krum,
   MultiKrum, FedTrimmedAvg, FedMedian);
 - server-side wrappers around it: Flower's central DP (``central_dp_server``: server-side
-  fixed clipping; ``central_dp_client``: client-side fixed clipping), inside the global
+  clipping; ``central_dp_client``: client-side clipping; fixed or adaptive), inside the global
   attacker, as a real aggregator has them (the attacker sees the replies first);
 - client-side mods named in the plan (``clients.participant.defense_mods``):
-  ``fixedclipping_mod`` and ``LocalDpMod``;
+  ``fixedclipping_mod`` or ``adaptiveclipping_mod``, and ``LocalDpMod``;
 - SecAgg+ (``secagg``), which Flower 1.42 runs only on its legacy workflow path, and Opacus
   DP-SGD (``dp_sgd``) in the local training.
 
@@ -47,17 +47,20 @@ def inner_strategy(cfg: Config):
 
 def server_wrapped(cfg: Config, inner):
     """``inner`` inside Flower's central DP wrapper when the defense asks for one."""
-    from flwr.serverapp.strategy import (
-        DifferentialPrivacyClientSideFixedClipping,
-        DifferentialPrivacyServerSideFixedClipping,
-    )
+    from flwr.serverapp import strategy
 
     d, n = cfg.defense, cfg.federation.participants
-    if "central_dp_server" in d.parts():
-        return DifferentialPrivacyServerSideFixedClipping(inner, d.noise_multiplier, d.clipping_norm, n)
-    if "central_dp_client" in d.parts():
-        return DifferentialPrivacyClientSideFixedClipping(inner, d.noise_multiplier, d.clipping_norm, n)
-    return inner
+    side = ("Server" if "central_dp_server" in d.parts()
+            else "Client" if "central_dp_client" in d.parts() else None)
+    if side is None:
+        return inner
+    if d.clipping == "adaptive":
+        wrapper = getattr(strategy, f"DifferentialPrivacy{side}SideAdaptiveClipping")
+        return wrapper(inner, d.noise_multiplier, n, initial_clipping_norm=d.clipping_norm,
+                       target_clipped_quantile=d.target_clipped_quantile, clip_norm_lr=d.clip_norm_lr,
+                       clipped_count_stddev=d.clipped_count_stddev)
+    wrapper = getattr(strategy, f"DifferentialPrivacy{side}SideFixedClipping")
+    return wrapper(inner, d.noise_multiplier, d.clipping_norm, n)
 
 
 def server_noise(cfg: Config) -> bool:
@@ -85,7 +88,8 @@ def local_dp_std(cfg: Config) -> float:
 def client_mods(cfg: Config) -> list[str]:
     """The client-side mods the plan names (see ``fl_sim.plan.ClientPlan.mods``)."""
     parts = cfg.defense.parts()
-    return [m for m, on in (("clip", "central_dp_client" in parts), ("local_dp", "local_dp" in parts),
+    clip = "adaptive_clip" if cfg.defense.clipping == "adaptive" else "clip"
+    return [m for m, on in ((clip, "central_dp_client" in parts), ("local_dp", "local_dp" in parts),
                             ("secagg", "secagg" in parts)) if on]
 
 
@@ -107,7 +111,8 @@ def observed(cfg: Config) -> str:
     if "central_dp_server" in parts:
         what.append("raw uploads: server-side clipping and noise act after it records them")
     if "central_dp_client" in parts:
-        what.append("uploads clipped on the client, not noised: the noise is added to their mean")
+        bound = "an adaptive bound" if cfg.defense.clipping == "adaptive" else "a fixed bound"
+        what.append(f"uploads clipped on the client to {bound}, not noised: the noise is added to their mean")
     if "local_dp" in parts:
         what.append("uploads clipped and noised on the client (LocalDpMod)")
     if "dp_sgd" in parts:
@@ -143,7 +148,10 @@ def accountant(cfg: Config, store_dir: Path, rounds: int) -> dict:
             "epsilon": rdp_epsilon(d.noise_multiplier, rounds, d.delta), "delta": d.delta,
             "per_round": rdp_epsilon(d.noise_multiplier, 1, d.delta), "unit": "one participant",
             # the noise is added to the mean: the aggregator saw the un-noised uploads first
-            "covers": ["received"]}
+            "covers": ["received"], "clipping": d.clipping}
+        if d.clipping == "adaptive":
+            out["central_dp"]["caveat"] = ("flwr 1.42 scales a round's noise by the next round's bound; "
+                                           "where the bound shrinks, the noise is below what this assumes")
     if "local_dp" in parts:
         z = local_dp_std(cfg) / sensitivity(cfg)
         out["local_dp"] = {"epsilon": rdp_epsilon(z, rounds, d.delta), "delta": d.delta,

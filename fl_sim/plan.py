@@ -40,8 +40,8 @@ class ClientPlan:
     record_received: bool = False    # every participant records what it receives (audits)
     dp: dict | None = None           # defense: DP-SGD via Opacus on every participant
     # client-side defenses applied to every reply by Flower mods (clients.participant.defense_mods):
-    # "clip" (fixedclipping_mod), "local_dp" (LocalDpMod with ``local_dp``'s parameters),
-    # "secagg" (secaggplus_mod; the legacy client path)
+    # "clip" (fixedclipping_mod), "adaptive_clip" (adaptiveclipping_mod), "local_dp" (LocalDpMod
+    # with ``local_dp``'s parameters), "secagg" (secaggplus_mod; the legacy client path)
     mods: list[str] = field(default_factory=list)
     local_dp: dict | None = None     # clipping_norm, sensitivity, epsilon, delta
     array_keys: list[str] = field(default_factory=list)  # legacy (SecAgg+) parameter order

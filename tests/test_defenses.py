@@ -25,6 +25,11 @@ from fl_sim.errors import ConfigError
     (["defense.name=central_dp_client", "defense.noise_multiplier=0"], "noise_multiplier"),
     (["defense.name=robust", "defense.byzantine=2"], "byzantine"),
     (["defense.name=secagg", "federation.participants=2", "attack.target_participant=0"], "3 participants"),
+    (["defense.name=dp_sgd", "defense.clipping=adaptive"], "defense.clipping"),
+    (["defense.name=central_dp_server", "defense.clipping=adaptive", "defense.noise_multiplier=0.4",
+      "defense.clipped_count_stddev=0.2"], "clipped_count_stddev"),
+    (["defense.name=central_dp_server", "defense.clipping=adaptive", "defense.target_clipped_quantile=2"],
+     "target_clipped_quantile"),
 ])
 def test_bad_defense_parameters_are_config_errors(overrides, fragment):
     with pytest.raises(ConfigError) as e:
@@ -36,6 +41,24 @@ def test_compositions_that_make_sense_are_accepted():
     for name in ("secagg+local_dp", "local_dp+secagg", "dp_sgd+secagg+local_dp", "robust+local_dp",
                  "central_dp_server+dp_sgd"):
         assert sorted(load_config(None, [f"defense.name={name}"]).defense.parts()) == sorted(name.split("+"))
+
+
+@pytest.mark.parametrize("side", ["server", "client"])
+def test_adaptive_clipping_selects_flowers_adaptive_wrapper_and_mod(side):
+    from flwr.serverapp.strategy import FedAvg
+
+    from fl_sim import defense
+
+    cfg = load_config(None, [f"defense.name=central_dp_{side}", "defense.clipping=adaptive",
+                             "defense.noise_multiplier=0.3", "defense.clipping_norm=2",
+                             "defense.target_clipped_quantile=0.7", "defense.clip_norm_lr=0.1"])
+    wrapped = defense.server_wrapped(cfg, FedAvg())
+    assert type(wrapped).__name__ == f"DifferentialPrivacy{side.title()}SideAdaptiveClipping"
+    assert (wrapped.clipping_norm, wrapped.target_clipped_quantile, wrapped.clip_norm_lr) == (2, 0.7, 0.1)
+    assert defense.client_mods(cfg) == (["adaptive_clip"] if side == "client" else [])
+    fixed = defense.server_wrapped(load_config(None, [f"defense.name=central_dp_{side}"]), FedAvg())
+    assert type(fixed).__name__ == f"DifferentialPrivacy{side.title()}SideFixedClipping"
+    assert "caveat" in defense.accountant(cfg, None, 3)["central_dp"]
 
 
 def test_under_secagg_attacks_on_individual_uploads_are_not_observable():
