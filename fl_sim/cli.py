@@ -51,9 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--epoch-sets", action="append", default=[], metavar="LIST",
                    help="also re-attack each seed with these epochs, e.g. 10,20,30 "
                         "(repeat; tabulated in table_epochs.md, Table XII)")
-    c.add_argument("--keep-snapshots", choices=("all", "passive"), default="all",
+    c.add_argument("--keep-snapshots", choices=("all", "passive", "none"), default="all",
                    help="passive: delete the active federations' snapshots once a seed is "
-                        "attacked (results stay; saves ~0.6 GB a federation on Location-30)")
+                        "attacked (results stay; saves ~0.6 GB a federation on Location-30); "
+                        "none: delete every federation's")
     c.add_argument("--sweep", metavar="KEY=V1,V2,...",
                    help="repeat the comparison for each value of one config key (e.g. "
                         "attack.gamma=0.001,0.01); writes sweep.md/.csv/.png")

@@ -138,7 +138,7 @@ def rotating(cfg: Config) -> Config:
     return cfg.model_copy(update={"attack": cfg.attack.model_copy(update={"victims": "all"})})
 
 
-KEEP_SNAPSHOTS = ("all", "passive")
+KEEP_SNAPSHOTS = ("all", "passive", "none")
 
 
 def run_seeds(cfg: Config, seeds: int, out: Path, progress: bool, keep_snapshots: str = "all") -> list[dict]:
@@ -146,18 +146,25 @@ def run_seeds(cfg: Config, seeds: int, out: Path, progress: bool, keep_snapshots
 
     ``keep_snapshots="passive"`` deletes each seed's active federations' snapshots once its
     attacks are done (results stay; only the passive run can be re-attacked): a rotating
-    comparison trains 3 federations per victim, 0.6 GB each on Location-30."""
+    comparison trains 3 federations per victim, 0.6 GB each on Location-30. ``"none"``
+    deletes the passive ones too (nothing can be re-attacked; for long matrices)."""
     per_seed = []
     for k in range(seeds):
         seed_cfg = cfg.model_copy(deep=True)
         seed_cfg.seed = cfg.seed + k
         run_dir = out / f"seed-{cfg.seed + k}"
         per_seed.append(run_experiment(seed_cfg, run_dir, progress=progress))
-        if keep_snapshots == "passive":
-            for d in (run_dir / "snapshots").glob("*"):
-                if d.is_dir() and d.name != "passive":
-                    shutil.rmtree(d)
+        prune_snapshots(run_dir, keep_snapshots)
     return per_seed
+
+
+def prune_snapshots(run_dir: Path, keep: str) -> None:
+    """Delete a finished run's federation snapshots that ``keep`` (see ``run_seeds``) drops."""
+    if keep == "all":
+        return
+    for d in (run_dir / "snapshots").glob("*"):
+        if d.is_dir() and (keep == "none" or d.name != "passive"):
+            shutil.rmtree(d)
 
 
 def keeping_epoch_sets(cfg: Config, epoch_sets: list[list[int]] | None) -> Config:
@@ -185,6 +192,8 @@ def run_compare(cfg: Config, seeds: int, out: str | Path | None, *, overwrite: b
         raise FlSimError(f"--keep-snapshots must be one of {', '.join(KEEP_SNAPSHOTS)}, not {keep_snapshots!r}")
     out = Path(out or f"runs/compare-{time.strftime('%Y%m%d-%H%M%S')}-{cfg.data.name}-"
                       f"{cfg.model.name}")
+    if epoch_sets and keep_snapshots == "none":
+        raise FlSimError("--epoch-sets re-attacks the passive snapshots: use --keep-snapshots all or passive")
     prepare_run_dir(out, overwrite=overwrite)
     t0 = time.time()
     cfg = keeping_epoch_sets(rotating(cfg), epoch_sets)

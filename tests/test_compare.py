@@ -36,6 +36,28 @@ def test_compare_drops_active_snapshots_and_studies_the_epoch_sets(tmp_path):
     assert json.loads((out / "compare.json").read_text())["snapshots_kept"] == "passive"
 
 
+@pytest.mark.parametrize("keep, left", [("all", ["global_isolating-victim0", "passive"]),
+                                         ("passive", ["passive"]), ("none", [])])
+def test_keep_snapshots_prunes_the_federations_it_drops(tmp_path, keep, left):
+    from fl_sim.compare import prune_snapshots
+
+    for name in ("passive", "global_isolating-victim0"):
+        (tmp_path / "snapshots" / name).mkdir(parents=True)
+        (tmp_path / "snapshots" / name / "index.json").write_text("{}")
+    (tmp_path / "results.json").write_text("{}")
+    prune_snapshots(tmp_path, keep)
+    assert sorted(d.name for d in (tmp_path / "snapshots").iterdir()) == left
+    assert (tmp_path / "results.json").exists()
+
+
+def test_epoch_sets_need_the_passive_snapshots(tmp_path):
+    from fl_sim.errors import FlSimError
+
+    with pytest.raises(FlSimError, match="keep-snapshots"):
+        run_compare(tiny_config(), 1, tmp_path / "cmp", progress=False, epoch_sets=[[1]], keep_snapshots="none")
+    assert not (tmp_path / "cmp").exists()
+
+
 def test_sweep_values_may_be_lists_separated_by_semicolons():
     from fl_sim.errors import ConfigError
     from fl_sim.sweep import parse_sweep
