@@ -63,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
                         "none,dp_sgd:noise_multiplier=0.5,secagg+local_dp; writes defenses.md/.csv, "
                         "privacy_utility.png")
     c.add_argument("--overwrite", action="store_true")
+    c.add_argument("--resume", action="store_true",
+                   help="continue a killed comparison in --out with the same command: complete "
+                        "seeds are kept, a killed one resumes, the rest run")
     _quiet_flags(c)
 
     a = sub.add_parser("attack", help="attack a finished run's snapshots again")
@@ -146,6 +149,8 @@ def _cmd_compare(args) -> int:
     cfg = load_config(args.config, args.overrides + [f"attack.names={json.dumps(names)}"])
     if args.seeds < 1:
         raise FlSimError(f"--seeds {args.seeds}: must be at least 1")
+    if args.resume and not args.out:
+        raise FlSimError("--resume: give the comparison's --out")
     epoch_sets = [_epoch_list(es) for es in args.epoch_sets]
     for es in epoch_sets:
         bad = [e for e in es if not 1 <= e <= cfg.federation.rounds]
@@ -157,7 +162,8 @@ def _cmd_compare(args) -> int:
         if args.sweep or epoch_sets:
             raise FlSimError("--defenses: give it without --sweep and --epoch-sets")
         out = run_defense_compare(cfg, args.defenses, args.seeds, args.out, overwrite=args.overwrite,
-                                  progress=not args.quiet, keep_snapshots=args.keep_snapshots)
+                                  progress=not args.quiet, keep_snapshots=args.keep_snapshots,
+                                  resume=args.resume)
         print((out / "defenses.md").read_text())
         print(f"written: {out / 'defenses.md'}, {out / 'defenses.csv'}, {out / 'privacy_utility.png'}")
         return 0
@@ -167,13 +173,13 @@ def _cmd_compare(args) -> int:
         if epoch_sets:
             raise FlSimError("--sweep and --epoch-sets: give one of them")
         out = run_sweep(cfg, args.sweep, args.seeds, args.out, overwrite=args.overwrite,
-                        progress=not args.quiet, keep_snapshots=args.keep_snapshots)
+                        progress=not args.quiet, keep_snapshots=args.keep_snapshots, resume=args.resume)
         print((out / "sweep.md").read_text())
         print(f"written: {out / 'sweep.md'}, {out / 'sweep.csv'}, {out / 'sweep.png'}")
         return 0
     out = run_compare(cfg, args.seeds, args.out, overwrite=args.overwrite,
                       progress=not args.quiet, epoch_sets=epoch_sets,
-                      keep_snapshots=args.keep_snapshots)
+                      keep_snapshots=args.keep_snapshots, resume=args.resume)
     print((out / "table.md").read_text())
     if epoch_sets:
         print((out / "table_epochs.md").read_text())

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from fl_sim import catalog
-from fl_sim.config import Config
+from fl_sim.config import Config, dump_config
 from fl_sim.errors import FlSimError
 from fl_sim.experiment import reattack, run_experiment
 from fl_sim.federated import keep_rounds
-from fl_sim.io import atomic_write_bytes, write_json
+from fl_sim.io import atomic_write_bytes, read_json, write_json
 from fl_sim.report import on_victim
 from fl_sim.rundir import prepare_run_dir
 from fl_sim.target import check_names
@@ -141,21 +141,48 @@ def rotating(cfg: Config) -> Config:
 KEEP_SNAPSHOTS = ("all", "passive", "none")
 
 
-def run_seeds(cfg: Config, seeds: int, out: Path, progress: bool, keep_snapshots: str = "all") -> list[dict]:
+def run_seeds(cfg: Config, seeds: int, out: Path, progress: bool, keep_snapshots: str = "all",
+              resume: bool = False) -> list[dict]:
     """One experiment per seed (cfg.seed, cfg.seed + 1, ...) into ``out/seed-<seed>``.
 
     ``keep_snapshots="passive"`` deletes each seed's active federations' snapshots once its
     attacks are done (results stay; only the passive run can be re-attacked): a rotating
     comparison trains 3 federations per victim, 0.6 GB each on Location-30. ``"none"``
-    deletes the passive ones too (nothing can be re-attacked; for long matrices)."""
+    deletes the passive ones too (nothing can be re-attacked; for long matrices).
+    ``resume``: keep the seeds already complete under ``out``, resume a killed one, run the
+    rest (each seed's saved config must be the one asked for)."""
     per_seed = []
     for k in range(seeds):
         seed_cfg = cfg.model_copy(deep=True)
         seed_cfg.seed = cfg.seed + k
         run_dir = out / f"seed-{cfg.seed + k}"
-        per_seed.append(run_experiment(seed_cfg, run_dir, progress=progress))
+        per_seed.append(resumed_seed(seed_cfg, run_dir, progress) if resume
+                        else run_experiment(seed_cfg, run_dir, progress=progress))
         prune_snapshots(run_dir, keep_snapshots)
     return per_seed
+
+
+def resumed_seed(cfg: Config, run_dir: Path, progress: bool) -> dict:
+    """One seed of a resumed comparison: its results when complete, the rest of a killed
+    run, or a fresh run where nothing was started."""
+    if not (run_dir / "config.yaml").is_file():
+        return run_experiment(cfg, run_dir, overwrite=True, progress=progress)
+    if (run_dir / "config.yaml").read_text() != dump_config(cfg):
+        raise FlSimError(f"--resume: {run_dir} was run with another config; resume with the same "
+                         "command, or start afresh with --overwrite")
+    if (run_dir / "results.json").is_file():
+        return read_json(run_dir / "results.json")
+    return run_experiment(None, run_dir, resume=True, progress=progress)
+
+
+def open_out(out: Path, overwrite: bool, resume: bool) -> Path:
+    """The comparison's directory: new (or replaced with ``overwrite``), or kept to ``resume``."""
+    if resume:
+        if overwrite:
+            raise FlSimError("--resume and --overwrite: give one of them")
+        Path(out).mkdir(parents=True, exist_ok=True)
+        return Path(out)
+    return prepare_run_dir(out, overwrite=overwrite)
 
 
 def prune_snapshots(run_dir: Path, keep: str) -> None:
@@ -184,7 +211,7 @@ def keeping_epoch_sets(cfg: Config, epoch_sets: list[list[int]] | None) -> Confi
 
 def run_compare(cfg: Config, seeds: int, out: str | Path | None, *, overwrite: bool = False,
                 progress: bool = True, epoch_sets: list[list[int]] | None = None,
-                keep_snapshots: str = "all") -> Path:
+                keep_snapshots: str = "all", resume: bool = False) -> Path:
     check_names(cfg)
     if cfg.federation.mode != "federated":
         raise FlSimError("compare: federation.mode must be 'federated'")
@@ -194,10 +221,10 @@ def run_compare(cfg: Config, seeds: int, out: str | Path | None, *, overwrite: b
                       f"{cfg.model.name}")
     if epoch_sets and keep_snapshots == "none":
         raise FlSimError("--epoch-sets re-attacks the passive snapshots: use --keep-snapshots all or passive")
-    prepare_run_dir(out, overwrite=overwrite)
+    open_out(out, overwrite, resume)
     t0 = time.time()
     cfg = keeping_epoch_sets(rotating(cfg), epoch_sets)
-    per_seed = run_seeds(cfg, seeds, out, progress, keep_snapshots)
+    per_seed = run_seeds(cfg, seeds, out, progress, keep_snapshots, resume)
     md, rows = tabulate(per_seed, list(cfg.attack.names))
     wall = time.time() - t0
     md += f"\n\nWall time: {wall:.0f} s for {seeds} seeds.\n"

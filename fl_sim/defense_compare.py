@@ -23,11 +23,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from fl_sim.compare import federations_of, mean_std, rotating, run_seeds
+from fl_sim.compare import federations_of, mean_std, open_out, rotating, run_seeds
 from fl_sim.config import Config, config_from_dict
 from fl_sim.errors import ConfigError
 from fl_sim.io import atomic_write_bytes, write_json
-from fl_sim.rundir import prepare_run_dir
 from fl_sim.target import check_names
 
 
@@ -152,17 +151,17 @@ def privacy_utility_plot(rows: list[dict], path: Path, title: str) -> None:
 
 
 def run_defense_compare(cfg: Config, spec: str, seeds: int, out: str | Path | None, *, overwrite: bool = False,
-                        progress: bool = True, keep_snapshots: str = "all") -> Path:
+                        progress: bool = True, keep_snapshots: str = "all", resume: bool = False) -> Path:
     """Every defense setting of ``spec`` over ``seeds`` seeds into ``out``; returns ``out``."""
     check_names(cfg)
     settings = parse_defenses(rotating(cfg), spec)
     out = Path(out or f"runs/defenses-{time.strftime('%Y%m%d-%H%M%S')}-{cfg.data.name}-{cfg.model.name}")
-    prepare_run_dir(out, overwrite=overwrite)
+    open_out(out, overwrite, resume)
     t0 = time.time()
     per_defense = {}
     for label, c in settings:
         sub = out / slug(label)
-        per_defense[label] = run_seeds(c, seeds, sub, progress, keep_snapshots)
+        per_defense[label] = run_seeds(c, seeds, sub, progress, keep_snapshots, resume)
         write_json(sub / "compare.json", {"seeds": [r["seed"] for r in per_defense[label]], "defense": label,
                                           "attacks": list(cfg.attack.names), "snapshots_kept": keep_snapshots})
     rows = defense_rows(per_defense, list(cfg.attack.names))

@@ -17,12 +17,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from fl_sim.compare import federations_of, mean_std, rotating, run_seeds
+from fl_sim.compare import federations_of, mean_std, open_out, rotating, run_seeds
 from fl_sim.config import Config, config_from_dict
 from fl_sim.errors import ConfigError
 from fl_sim.io import atomic_write_bytes, write_json
 from fl_sim.report import on_victim
-from fl_sim.rundir import prepare_run_dir
 from fl_sim.target import check_names
 
 
@@ -128,13 +127,14 @@ def sweep_plot(rows: list[dict], key: str, path: Path, title: str) -> None:
 
 
 def run_sweep(cfg: Config, spec: str, seeds: int, out: str | Path | None, *,
-              overwrite: bool = False, progress: bool = True, keep_snapshots: str = "all") -> Path:
+              overwrite: bool = False, progress: bool = True, keep_snapshots: str = "all",
+              resume: bool = False) -> Path:
     check_names(cfg)
     key, values, configs = parse_sweep(rotating(cfg), spec)
     out = Path(out or f"runs/sweep-{time.strftime('%Y%m%d-%H%M%S')}-{key}")
-    prepare_run_dir(out, overwrite=overwrite)
+    open_out(out, overwrite, resume)
     t0 = time.time()
-    per_value = [run_seeds(c, seeds, out / f"{key}={value_label(v)}", progress, keep_snapshots)
+    per_value = [run_seeds(c, seeds, out / f"{key}={value_label(v)}", progress, keep_snapshots, resume)
                  for v, c in zip(values, configs)]
     rows = sweep_rows(key, values, per_value, list(cfg.attack.names))
     md, table = sweep_table(rows)

@@ -58,6 +58,28 @@ def test_epoch_sets_need_the_passive_snapshots(tmp_path):
     assert not (tmp_path / "cmp").exists()
 
 
+def test_resume_keeps_complete_seeds_and_refuses_another_config(tmp_path):
+    from fl_sim.compare import open_out, run_seeds
+    from fl_sim.config import dump_config
+    from fl_sim.errors import FlSimError
+
+    cfg = tiny_config(attack__names=["global_passive"])
+    for k in (0, 1):  # as a finished comparison leaves them; no training happens below
+        seed = tmp_path / f"seed-{k}"
+        seed.mkdir()
+        one = cfg.model_copy(deep=True)
+        one.seed = k
+        (seed / "config.yaml").write_text(dump_config(one))
+        (seed / "results.json").write_text(json.dumps({"seed": k, "attacks": []}))
+    assert open_out(tmp_path, overwrite=False, resume=True) == tmp_path
+    assert [r["seed"] for r in run_seeds(cfg, 2, tmp_path, progress=False, resume=True)] == [0, 1]
+    other = tiny_config(attack__names=["global_passive"], federation__lr=0.5)
+    with pytest.raises(FlSimError, match="another config"):
+        run_seeds(other, 1, tmp_path, progress=False, resume=True)
+    with pytest.raises(FlSimError, match="give one of them"):
+        open_out(tmp_path, overwrite=True, resume=True)
+
+
 def test_sweep_values_may_be_lists_separated_by_semicolons():
     from fl_sim.errors import ConfigError
     from fl_sim.sweep import parse_sweep
