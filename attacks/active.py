@@ -25,9 +25,10 @@ def gradient_ascent(model: nn.Module, x, y, gamma: float, batch_size: int = 1024
         x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     if not isinstance(y, torch.Tensor):
         y = torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64))
+    params = [p for p in model.parameters() if p.requires_grad]
+    x, y = x.to(params[0].device), y.to(params[0].device)
     was_training = model.training
     model.eval()
-    params = [p for p in model.parameters() if p.requires_grad]
     grads = [torch.zeros_like(p) for p in params]
     for s in range(0, len(y), batch_size):
         loss = nn.functional.cross_entropy(model(x[s:s + batch_size]), y[s:s + batch_size],

@@ -13,7 +13,7 @@ from fl_sim.plan import ClientPlan
 from fl_sim.records import PARTITION_KEY, arrays_to_record
 from fl_sim.runtime import client_seed
 from fl_sim.snapshots import SnapshotStore
-from fl_sim.training import train_epochs
+from fl_sim.training import resolve_device, train_epochs
 
 
 def load_records(plan: ClientPlan, idx) -> tuple[np.ndarray, np.ndarray]:
@@ -39,10 +39,12 @@ def record_received(plan: ClientPlan, pid: int, round_: int,
 
 def local_train(plan: ClientPlan, pid: int, round_: int, model: torch.nn.Module,
                 x: np.ndarray, y: np.ndarray) -> tuple[float, dict]:
-    """Honest local training: ``local_epochs`` of SGD (or DP-SGD) on the participant's data."""
+    """Honest local training: ``local_epochs`` of SGD (or DP-SGD) on the participant's data,
+    on ``plan.device``; the model stays there (``get_arrays`` copies back to the CPU)."""
     torch.set_num_threads(max(1, plan.threads))
     seed = client_seed(plan.seed, round_, pid)
     torch.manual_seed(seed)
+    model.to(resolve_device(plan.device))
     if plan.dp:
         from clients.dp import dp_train
 

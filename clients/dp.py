@@ -37,6 +37,9 @@ def dp_train(plan: ClientPlan, pid: int, round_: int, model: torch.nn.Module,
              x: np.ndarray, y: np.ndarray, seed: int) -> tuple[float, dict]:
     from opacus import PrivacyEngine
 
+    from fl_sim.training import model_device
+
+    dev = model_device(model)   # local_train put it on plan.device
     hist_path = Path(plan.store_dir) / f"dp-accountant-p{pid}.json"
     history = json.loads(hist_path.read_text()) if hist_path.exists() else []
     # a resumed round must not count twice
@@ -54,7 +57,7 @@ def dp_train(plan: ClientPlan, pid: int, round_: int, model: torch.nn.Module,
         model, opt, loader = engine.make_private(
             module=model, optimizer=opt, data_loader=loader,
             noise_multiplier=plan.dp["noise_multiplier"], max_grad_norm=plan.dp["max_grad_norm"],
-            noise_generator=torch.Generator().manual_seed(seed + 1))
+            noise_generator=torch.Generator(device=dev).manual_seed(seed + 1))
     loss_fn = torch.nn.CrossEntropyLoss()
     model.train()
     total, count = 0.0, 0
@@ -62,6 +65,7 @@ def dp_train(plan: ClientPlan, pid: int, round_: int, model: torch.nn.Module,
         for xb, yb in loader:
             if len(yb) == 0:
                 continue
+            xb, yb = xb.to(dev), yb.to(dev)
             opt.zero_grad()
             loss = loss_fn(model(xb), yb)
             loss.backward()

@@ -48,7 +48,10 @@ class FederationConfig(_Section):
     momentum: float = Field(0.0, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     num_cpus: float = Field(1.0, gt=0)  # Ray CPU share per participant
-    num_gpus: float | None = Field(None, ge=0)  # None: 1/N of a GPU when CUDA exists, else 0
+    num_gpus: float | None = Field(None, ge=0)  # None: 1/N of a GPU when the device is CUDA, else 0
+    # where local training, DP-SGD, gradient ascent, features and attack models compute:
+    # auto = CUDA when torch sees it (in the process that computes), else the CPU
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     round_timeout_s: float = Field(600.0, gt=0)
     keep_rounds: list[int] | Literal["all", "attack"] = "all"  # which rounds' snapshots stay on disk
     finetune_fraction: float = Field(0.4, gt=0, lt=1)  # share of training set that is D_delta

@@ -22,6 +22,7 @@ from fl_sim.scenarios import run_attacks
 from fl_sim.scenarios.common import watching
 from fl_sim.splits import Split
 from fl_sim.target import Data, check_names, load_data, make_run_split
+from fl_sim.training import resolve_device
 
 
 def _open_run(cfg: Config | None, out, overwrite: bool, resume: bool) -> tuple[Config, Path]:
@@ -48,6 +49,7 @@ def _train(cfg: Config, data: Data, split: Split, run_dir: Path, progress: Progr
            timing: dict) -> tuple[dict, dict]:
     """The trainings the attacks need; returns (target accuracies, per-training results)."""
     trainings = catalog.trainings_needed(cfg.attack.names, cfg.federation.mode)
+    resolve_device(cfg.federation.device)   # federation.device=cuda without CUDA: the one-line error now
     if cfg.federation.mode != "federated":
         from fl_sim.standalone import run_standalone
 

@@ -23,6 +23,7 @@ from fl_sim.runtime import threads_for
 from fl_sim.snapshots import SnapshotStore
 from fl_sim.splits import Split, target_sets
 from fl_sim.target import Data, initial_arrays, measure, model_spec
+from fl_sim.training import resolve_device
 
 
 def local_attacker_of(cfg: Config) -> int:
@@ -73,7 +74,7 @@ def write_plans(cfg: Config, training: Training, data: Data, split: Split,
         model_name=cfg.model.name, model_options=dict(cfg.model.options), train=split.train,
         local_epochs=fed.local_epochs, batch_size=fed.batch_size, lr=fed.lr,
         momentum=fed.momentum, weight_decay=fed.weight_decay, seed=cfg.seed,
-        threads=threads_for(fed.num_cpus), fail={str(k): v for k, v in fed.fail.items()},
+        threads=threads_for(fed.num_cpus), device=fed.device, fail={str(k): v for k, v in fed.fail.items()},
         keep_rounds=keep_rounds(cfg), record_received=fed.record_received,
         dp=({"noise_multiplier": cfg.defense.noise_multiplier,
              "max_grad_norm": cfg.defense.max_grad_norm} if "dp_sgd" in cfg.defense.parts() else None),
@@ -122,9 +123,10 @@ def ascent_step(cfg: Config, data: Data, split: Split):
     targets = target_sets(split, [cfg.attack.target_participant]).all_indices()
     tx, ty = data.x[targets], data.y[targets]
     spec = model_spec(cfg, data)
+    dev = resolve_device(cfg.federation.device)
 
     def step(arrays):
-        model = model_from(spec, arrays)
+        model = model_from(spec, arrays).to(dev)
         gradient_ascent(model, tx, ty, cfg.attack.gamma)
         return get_arrays(model)
 
@@ -238,7 +240,8 @@ def train_federated(cfg: Config, training: Training, data: Data, split: Split,
     if fed.rounds > resume.start:
         common = dict(strategy=strategy, plan_path=str(plan_path), participants=fed.participants,
                       rounds=fed.rounds - resume.start, attacker_plans=attacker_plans, num_cpus=fed.num_cpus,
-                      num_gpus=fed.num_gpus, round_timeout_s=fed.round_timeout_s,
+                      num_gpus=0.0 if fed.device == "cpu" and fed.num_gpus is None else fed.num_gpus,
+                      round_timeout_s=fed.round_timeout_s,
                       on_round=(lambda r: progress(name, r + resume.start)) if progress else None)
         if secagg:
             run_secagg_federation(secagg=defense.secagg_params(cfg, max(len(t) for t in split.train)), **common)

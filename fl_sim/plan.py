@@ -35,6 +35,7 @@ class ClientPlan:
     weight_decay: float
     seed: int
     threads: int
+    device: str = "auto"             # federation.device, resolved in the worker that trains
     fail: dict[str, list[int]] = field(default_factory=dict)   # "round" -> participants that raise
     keep_rounds: list[int] | None = None
     record_received: bool = False    # every participant records what it receives (audits)

@@ -31,7 +31,7 @@ from fl_sim.runtime import derive_seed, threads_for, use_threads
 from fl_sim.snapshots import SnapshotStore
 from fl_sim.splits import Split
 from fl_sim.target import Data, initial_arrays, measure, model_spec
-from fl_sim.training import as_tensors, make_optimizer, train_epochs
+from fl_sim.training import as_tensors, make_optimizer, resolve_device, train_epochs
 
 BEFORE, AFTER = 1, 2  # finetune snapshot rounds
 
@@ -63,8 +63,10 @@ def fit_epochs(cfg: Config, model: torch.nn.Module, x, y, epochs: int, seed: int
     """``epochs`` passes of the clients' SGD over (x, y), one optimizer throughout (momentum
     carries over), batch order of epoch e from (seed, tag, e)."""
     fed = cfg.federation
+    dev = resolve_device(fed.device)
+    model.to(dev)
     opt = make_optimizer(model, fed.lr, fed.momentum, fed.weight_decay)
-    x, y = as_tensors(x, y)
+    x, y = (t.to(dev) for t in as_tensors(x, y))
     for e in range(1, epochs + 1):
         train_epochs(model, x, y, epochs=1, batch_size=fed.batch_size, lr=fed.lr,
                      seed=derive_seed(seed, tag, e), optimizer=opt)

@@ -6,9 +6,40 @@ that runs in any Ray worker, in any order, produces the same parameters.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 from torch import nn
+
+from fl_sim.errors import ConfigError
+
+
+def cuda_available() -> bool:
+    """Whether torch sees a CUDA device in this process (the one place the rule asks)."""
+    return torch.cuda.is_available()
+
+
+def resolve_device(setting: str = "auto") -> torch.device:
+    """``federation.device`` in the process that computes: ``cpu``; ``cuda`` (an error when
+    torch sees no CUDA device); ``auto``: CUDA when available, else the CPU. On CUDA, torch's
+    deterministic algorithms are switched on (a warning, not an error, where an op has none)
+    and cuDNN autotuning off, so that a seed repeats; atomics-based ops without a
+    deterministic variant can still differ in the last bits between runs."""
+    if setting == "cpu" or (setting == "auto" and not cuda_available()):
+        return torch.device("cpu")
+    if not cuda_available():
+        raise ConfigError("federation.device=cuda, but torch sees no CUDA device here")
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    return torch.device("cuda")
+
+
+def model_device(model: nn.Module) -> torch.device:
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
 
 
 def as_tensors(x, y) -> tuple[torch.Tensor, torch.Tensor]:
@@ -34,7 +65,8 @@ def train_epochs(model: nn.Module, x, y, *, epochs: int, batch_size: int, lr: fl
 
     x: (n, *input_shape) float32; y: (n,) int64. Batch order comes from ``seed`` only.
     """
-    x, y = as_tensors(x, y)
+    dev = model_device(model)
+    x, y = (t.to(dev) for t in as_tensors(x, y))
     n = len(y)
     opt = optimizer or make_optimizer(model, lr, momentum, weight_decay)
     gen = torch.Generator().manual_seed(int(seed) & 0x7FFF_FFFF_FFFF_FFFF)
@@ -59,7 +91,8 @@ def train_epochs(model: nn.Module, x, y, *, epochs: int, batch_size: int, lr: fl
 @torch.no_grad()
 def evaluate(model: nn.Module, x, y, batch_size: int = 512) -> tuple[float, float]:
     """Mean cross-entropy (nats) and accuracy (fraction) of ``model`` on (x, y)."""
-    x, y = as_tensors(x, y)
+    dev = model_device(model)
+    x, y = (t.to(dev) for t in as_tensors(x, y))
     was_training = model.training
     model.eval()
     loss_sum, correct = 0.0, 0
@@ -75,11 +108,12 @@ def evaluate(model: nn.Module, x, y, batch_size: int = 512) -> tuple[float, floa
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, x, batch_size: int = 512) -> torch.Tensor:
-    """Final-layer outputs in eval mode, (n, num_classes) float32 tensor."""
+    """Final-layer outputs in eval mode, (n, num_classes) float32 tensor on the CPU."""
     if not isinstance(x, torch.Tensor):
         x = torch.from_numpy(np.array(x, dtype=np.float32))
+    dev = model_device(model)
     model.eval()
-    return torch.cat([model(x[s:s + batch_size]) for s in range(0, len(x), batch_size)])
+    return torch.cat([model(x[s:s + batch_size].to(dev)).cpu() for s in range(0, len(x), batch_size)])
 
 
 def predict_proba(model: nn.Module, x, batch_size: int = 512) -> np.ndarray:

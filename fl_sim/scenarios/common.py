@@ -18,6 +18,7 @@ from fl_sim.models import model_from
 from fl_sim.snapshots import SnapshotStore
 from fl_sim.splits import Split
 from fl_sim.target import Data, model_spec
+from fl_sim.training import resolve_device
 
 
 @dataclass
@@ -66,8 +67,9 @@ def features_of(cfg: Config, data: Data, arrays: dict, *idx_sets: np.ndarray) ->
     from attacks.features import extract_features
 
     model = model_from(model_spec(cfg, data), arrays)
+    dev = resolve_device(cfg.federation.device)
     out = [extract_features(model, data.x[idx], data.y[idx], layers=cfg.attack.layers,
-                            output_layers=tuple(cfg.attack.output_layers))
+                            output_layers=tuple(cfg.attack.output_layers), device=dev)
            for idx in idx_sets]
     _tell("features", n=sum(len(i) for i in idx_sets))
     return out
@@ -112,7 +114,8 @@ def make_attack(cfg: Config, kind: str | Callable, seed: int):
         return NasrAttack(conv_filters=cfg.attack.conv_filters, lr=cfg.attack.lr_attack_model,
                           epochs=cfg.attack.epochs_attack_model, grad_input=cfg.attack.gradients,
                           use_outputs="outputs" in use, use_loss="loss" in use, use_label="label" in use,
-                          use_grads="gradients" in use, use_reference="references" in use, seed=seed)
+                          use_grads="gradients" in use, use_reference="references" in use, seed=seed,
+                          device=str(resolve_device(cfg.federation.device)))
     if kind in ("compact", "compact_references"):
         from attacks.compact import CompactWhiteBox
 
@@ -120,7 +123,7 @@ def make_attack(cfg: Config, kind: str | Callable, seed: int):
     if kind == "unsupervised":
         from attacks.unsupervised import UnsupervisedAttack
 
-        return UnsupervisedAttack(seed=seed)
+        return UnsupervisedAttack(seed=seed, device=str(resolve_device(cfg.federation.device)))
     if kind == "loss":
         from attacks.loss_threshold import LossThreshold
 
