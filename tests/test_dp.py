@@ -31,3 +31,44 @@ def test_dp_sgd_trains_and_accumulates_epsilon_across_rounds(tmp_path):
     assert 0 < m1["dp-epsilon"] < m2["dp-epsilon"]  # cumulative, not reset each round
     _, again = local_train(plan, 0, 2, model, x, y)  # a resumed round does not count twice
     assert abs(again["dp-epsilon"] - m2["dp-epsilon"]) < 1e-9
+
+
+def test_ghost_clipping_takes_the_step_per_sample_hooks_take(tmp_path):
+    """dp_train uses Opacus's ghost clipping for speed; its step must be the per-sample
+    (hooks) DP-SGD step, same clipping, same noise, to float rounding."""
+    import warnings
+
+    from opacus import PrivacyEngine
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from fl_sim.runtime import client_seed
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(48, 8)).astype(np.float32)
+    y = rng.integers(0, 3, 48).astype(np.int64)
+    plan = _plan(tmp_path, noise=0.7)
+    torch.manual_seed(0)
+    ghost = build_model("fc", (8,), 3, widths=[8])
+    start = get_arrays(ghost)
+    local_train(plan, 0, 1, ghost, x, y)
+
+    seed = client_seed(plan.seed, 1, 0)   # what local_train seeds, rebuilt with per-sample hooks
+    torch.manual_seed(seed)
+    hooks = build_model("fc", (8,), 3, widths=[8])
+    hooks.load_state_dict({k: torch.from_numpy(v) for k, v in start.items()})
+    loader = DataLoader(TensorDataset(torch.from_numpy(x), torch.from_numpy(y)), batch_size=8, shuffle=True,
+                        generator=torch.Generator().manual_seed(seed))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, opt, loader = PrivacyEngine(accountant="rdp").make_private(
+            module=hooks, optimizer=torch.optim.SGD(hooks.parameters(), lr=0.1), data_loader=loader,
+            noise_multiplier=0.7, max_grad_norm=1.0, noise_generator=torch.Generator().manual_seed(seed + 1))
+    for xb, yb in loader:
+        if len(yb):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(xb), yb).backward()
+            opt.step()
+    a, b = get_arrays(ghost), get_arrays(hooks)
+    assert any(not np.allclose(a[k], start[k]) for k in a)
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], atol=1e-5)
