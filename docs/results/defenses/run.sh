@@ -4,7 +4,7 @@
 # federations x 3 seeds is beyond a 2-core machine). Each noisy mechanism at Flower's
 # defaults (meaningful epsilon) and at a weak setting that keeps the model usable.
 # Run from the repository root with the data in ../shared/data. Snapshots are deleted once
-# a seed is attacked (results stay). Long (DP-SGD federations take ~25x a plain one): if it is
+# a seed is attacked (results stay). Long (a DP-SGD federation takes ~4x a plain one): if it is
 # killed, run it again with MODE=--resume to keep what is done. DP-SGD runs last for that reason.
 set -euo pipefail
 OUT=${OUT:-results/defenses}
