@@ -142,7 +142,7 @@ KEEP_SNAPSHOTS = ("all", "passive", "none")
 
 
 def run_seeds(cfg: Config, seeds: int, out: Path, progress: bool, keep_snapshots: str = "all",
-              resume: bool = False) -> list[dict]:
+              resume: bool = False, passive_from: Path | None = None) -> list[dict]:
     """One experiment per seed (cfg.seed, cfg.seed + 1, ...) into ``out/seed-<seed>``.
 
     ``keep_snapshots="passive"`` deletes each seed's active federations' snapshots once its
@@ -150,23 +150,27 @@ def run_seeds(cfg: Config, seeds: int, out: Path, progress: bool, keep_snapshots
     comparison trains 3 federations per victim, 0.6 GB each on Location-30. ``"none"``
     deletes the passive ones too (nothing can be re-attacked; for long matrices).
     ``resume``: keep the seeds already complete under ``out``, resume a killed one, run the
-    rest (each seed's saved config must be the one asked for)."""
+    rest (each seed's saved config must be the one asked for). ``passive_from``: a directory
+    of finished seeds whose passive federations these seeds share (see ``run_experiment``)."""
     per_seed = []
     for k in range(seeds):
         seed_cfg = cfg.model_copy(deep=True)
         seed_cfg.seed = cfg.seed + k
         run_dir = out / f"seed-{cfg.seed + k}"
-        per_seed.append(resumed_seed(seed_cfg, run_dir, progress) if resume
-                        else run_experiment(seed_cfg, run_dir, progress=progress))
+        shared = passive_from / run_dir.name if passive_from is not None else None
+        if shared is not None and not (shared / "results.json").is_file():
+            shared = None
+        per_seed.append(resumed_seed(seed_cfg, run_dir, progress, shared) if resume
+                        else run_experiment(seed_cfg, run_dir, progress=progress, passive_from=shared))
         prune_snapshots(run_dir, keep_snapshots)
     return per_seed
 
 
-def resumed_seed(cfg: Config, run_dir: Path, progress: bool) -> dict:
+def resumed_seed(cfg: Config, run_dir: Path, progress: bool, passive_from: Path | None = None) -> dict:
     """One seed of a resumed comparison: its results when complete, the rest of a killed
     run, or a fresh run where nothing was started."""
     if not (run_dir / "config.yaml").is_file():
-        return run_experiment(cfg, run_dir, overwrite=True, progress=progress)
+        return run_experiment(cfg, run_dir, overwrite=True, progress=progress, passive_from=passive_from)
     if (run_dir / "config.yaml").read_text() != dump_config(cfg):
         raise FlSimError(f"--resume: {run_dir} was run with another config; resume with the same "
                          "command, or start afresh with --overwrite")

@@ -8,6 +8,8 @@ results.json + report (report.md, report.html, figures/, tables/) and run.log.
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from pathlib import Path
 
@@ -34,6 +36,19 @@ def _open_run(cfg: Config | None, out, overwrite: bool, resume: bool) -> tuple[C
     prepare_run_dir(run_dir, overwrite=overwrite)
     atomic_write_bytes(run_dir / "config.yaml", dump_config(cfg).encode())
     return cfg, run_dir
+
+
+def _link_passive(src: Path, run_dir: Path) -> None:
+    """Hard-link (copy across file systems) ``src``'s split and passive snapshots into
+    ``run_dir``: snapshot files are only ever replaced, never written in place."""
+    def link(a, b):
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+
+    shutil.copy2(src / "split.json", run_dir / "split.json")
+    shutil.copytree(src / "snapshots" / "passive", run_dir / "snapshots" / "passive", copy_function=link)
 
 
 def _split(cfg: Config, data: Data, run_dir: Path) -> Split:
@@ -134,15 +149,22 @@ def _results(cfg: Config, data: Data, target: dict, trainings: dict, attacks: li
 
 
 def run_experiment(cfg: Config | None, out: str | Path | None = None, *,
-                   overwrite: bool = False, resume: bool = False, progress: bool = True) -> dict:
+                   overwrite: bool = False, resume: bool = False, progress: bool = True,
+                   passive_from: Path | None = None) -> dict:
     """Run one experiment into ``out`` (default: output.dir, else runs/<stamp>-...).
     With ``resume``, ``out`` is a killed run's directory and its own config is used.
 
     ``progress``: bars (on a terminal) or one line per stage (elsewhere); False: quiet.
     The returned results carry ``report_error`` when the report could not be written
-    (results.json does not: the report can be rebuilt)."""
+    (results.json does not: the report can be rebuilt).
+
+    ``passive_from``: a finished run of the same passive federation (a sweep over attack
+    settings that do not change it); its split and passive snapshots are linked in, not
+    retrained."""
     t0 = time.time()
     cfg, run_dir = _open_run(cfg, out, overwrite, resume)
+    if passive_from is not None and not resume:
+        _link_passive(Path(passive_from), run_dir)
     with run_log(run_dir):
         LOG.info("run %s: %s, %s, seed %s, attacks %s", run_dir, cfg.data.name, cfg.model.name, cfg.seed,
                  ", ".join(cfg.attack.names) or "none")

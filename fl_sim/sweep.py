@@ -24,6 +24,13 @@ from fl_sim.io import atomic_write_bytes, write_json
 from fl_sim.report import on_victim
 from fl_sim.target import check_names
 
+# attack settings the passive federation does not read (only the active ones and the attack
+# model do): a sweep over one of them trains the passive federation once per seed
+SHARES_PASSIVE = frozenset({
+    "attack.gamma", "attack.isolate_rounds", "attack.isolate_from", "attack.ascent_rounds", "attack.victims",
+    "attack.epochs_attack_model", "attack.lr_attack_model", "attack.conv_filters", "attack.network_inputs",
+    "attack.gradients"})
+
 
 def parse_sweep(cfg: Config, spec: str) -> tuple[str, list, list[Config]]:
     """``KEY=V1,V2,...`` (or ``KEY=V1;V2;...`` for list values) -> (key, values, one
@@ -134,8 +141,11 @@ def run_sweep(cfg: Config, spec: str, seeds: int, out: str | Path | None, *,
     out = Path(out or f"runs/sweep-{time.strftime('%Y%m%d-%H%M%S')}-{key}")
     open_out(out, overwrite, resume)
     t0 = time.time()
-    per_value = [run_seeds(c, seeds, out / f"{key}={value_label(v)}", progress, keep_snapshots, resume)
-                 for v, c in zip(values, configs)]
+    dirs = [out / f"{key}={value_label(v)}" for v in values]
+    # the passive federation does not depend on these keys: train it once per seed
+    share = dirs[0] if key in SHARES_PASSIVE and keep_snapshots != "none" else None
+    per_value = [run_seeds(c, seeds, d, progress, keep_snapshots, resume, share if i else None)
+                 for i, (d, c) in enumerate(zip(dirs, configs))]
     rows = sweep_rows(key, values, per_value, list(cfg.attack.names))
     md, table = sweep_table(rows)
     first = per_value[0][0]

@@ -85,3 +85,16 @@ def test_reported_numbers_describe_one_curve_and_the_victims_records(two_runs):
         assert on_victim["n_members"] == int(victim_eval.sum())
         assert on_victim["n_nonmembers"] == int((1 - victim_eval).sum())
         assert on_victim["auc"] == a["per_participant"]["0"]["auc"]
+
+
+def test_a_sweep_value_shares_the_passive_federation_instead_of_retraining(two_runs, tmp_path):
+    run_a, _, first, _ = two_runs
+    cfg = tiny_config(attack__names=["global_passive", "global_compact"], attack__epochs_attack_model=5,
+                      attack__gamma=0.5)   # a sweep over attack.gamma: the passive federation is the same
+    results = run_experiment(cfg, tmp_path / "b", progress=False, passive_from=run_a)
+    mine, theirs = tmp_path / "b" / "snapshots" / "passive", run_a / "snapshots" / "passive"
+    files = sorted(p.relative_to(theirs) for p in theirs.rglob("*.safetensors"))
+    assert files and all((mine / f).stat().st_ino == (theirs / f).stat().st_ino for f in files)  # linked
+    assert "passive rounds: 0 rounds" in (tmp_path / "b" / "run.log").read_text()        # not retrained
+    assert results["target"] == first["target"]
+    assert [a["auc"] for a in results["attacks"]] == [a["auc"] for a in first["attacks"]]
