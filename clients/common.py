@@ -38,7 +38,7 @@ def record_received(plan: ClientPlan, pid: int, round_: int,
 
 
 def local_train(plan: ClientPlan, pid: int, round_: int, model: torch.nn.Module,
-                x: np.ndarray, y: np.ndarray) -> tuple[float, dict]:
+                x: np.ndarray, y: np.ndarray, proximal_mu: float = 0.0) -> tuple[float, dict]:
     """Honest local training: ``local_epochs`` of SGD (or DP-SGD) on the participant's data,
     on ``plan.device``; the model stays there (``get_arrays`` copies back to the CPU)."""
     torch.set_num_threads(max(1, plan.threads))
@@ -51,7 +51,7 @@ def local_train(plan: ClientPlan, pid: int, round_: int, model: torch.nn.Module,
         return dp_train(plan, pid, round_, model, x, y, seed)
     loss = train_epochs(model, x, y, epochs=plan.local_epochs, batch_size=plan.batch_size,
                         lr=plan.lr, momentum=plan.momentum, weight_decay=plan.weight_decay,
-                        seed=seed)
+                        seed=seed, proximal_mu=proximal_mu)
     return loss, {}
 
 

@@ -16,7 +16,7 @@ from fl_sim.plan import ClientPlan, LocalAttackPlan
 
 
 def malicious_train(plan: ClientPlan, attack: LocalAttackPlan, round_: int,
-                    received: dict) -> tuple[dict, int, float, dict]:
+                    received: dict, proximal_mu: float = 0.0) -> tuple[dict, int, float, dict]:
     """One round of the local attacker from the model it ``received`` (name -> array);
     returns (upload, num_examples, loss, metrics)."""
     pid = attack.participant
@@ -24,7 +24,7 @@ def malicious_train(plan: ClientPlan, attack: LocalAttackPlan, round_: int,
     record_received(plan, pid, round_, received)
     model = model_from(plan.model_spec(), received)
     x, y = load_partition(plan, pid)
-    loss, extra = local_train(plan, pid, round_, model, x, y)
+    loss, extra = local_train(plan, pid, round_, model, x, y, proximal_mu)
     upload = get_arrays(model)
     if attack.active and round_ in attack.ascent_rounds and attack.targets:
         tx, ty = load_records(plan, attack.targets)

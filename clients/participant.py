@@ -28,19 +28,20 @@ class InjectedFailure(RuntimeError):
     """Raised on purpose (config ``federation.fail``) to test fault handling."""
 
 
-def honest_update(plan: ClientPlan, pid: int, round_: int, received: dict) -> tuple[dict, int, float, dict]:
+def honest_update(plan: ClientPlan, pid: int, round_: int, received: dict,
+                  proximal_mu: float = 0.0) -> tuple[dict, int, float, dict]:
     """One round of an honest participant from the model it ``received``; returns
     (upload, num_examples, loss, metrics)."""
     if plan.record_received:
         record_received(plan, pid, round_, received)
     model = model_from(plan.model_spec(), received)
     x, y = load_partition(plan, pid)
-    loss, extra = local_train(plan, pid, round_, model, x, y)
+    loss, extra = local_train(plan, pid, round_, model, x, y, proximal_mu)
     return get_arrays(model), len(y), loss, extra
 
 
 def participant_update(plan: ClientPlan, pid: int, round_: int, received: dict,
-                       attackers: dict[int, str]) -> tuple[dict, int, float, dict]:
+                       attackers: dict[int, str], proximal_mu: float = 0.0) -> tuple[dict, int, float, dict]:
     """What participant ``pid`` uploads in ``round_`` (honest, or the local attacker's),
     before any client-side defense mod acts on it."""
     if pid in plan.fail.get(str(round_), []):
@@ -50,8 +51,8 @@ def participant_update(plan: ClientPlan, pid: int, round_: int, received: dict,
     if pid in attackers:
         from clients.local_attacker import malicious_train
 
-        return malicious_train(plan, LocalAttackPlan.load(attackers[pid]), round_, received)
-    return honest_update(plan, pid, round_, received)
+        return malicious_train(plan, LocalAttackPlan.load(attackers[pid]), round_, received, proximal_mu)
+    return honest_update(plan, pid, round_, received, proximal_mu)
 
 
 def defense_mods(plan: ClientPlan) -> list:
@@ -79,7 +80,9 @@ def make_client_app(plan_path: str, attacker_plans: dict[int, str] | None = None
         pid = int(context.node_config["partition-id"])
         round_ = int(msg.content["config"]["server-round"])
         received = record_to_arrays(msg.content["arrays"])
-        upload, n, loss, extra = participant_update(plan, pid, round_, received, attackers)
+        # Flower's FedProx sends its mu; the clients honour it
+        mu = float(msg.content["config"].get("proximal-mu", 0.0))
+        upload, n, loss, extra = participant_update(plan, pid, round_, received, attackers, mu)
         return reply(msg, upload, pid, n, loss, extra)
 
     @app.query()

@@ -49,6 +49,13 @@ class FederationConfig(_Section):
     weight_decay: float = Field(0.0, ge=0)
     num_cpus: float = Field(1.0, gt=0)  # Ray CPU share per participant
     num_gpus: float | None = Field(None, ge=0)  # None: 1/N of a GPU when the device is CUDA, else 0
+    # the learning algorithm, a Flower strategy (always wrapped by the global attacker):
+    # fedavg, fedprox (the clients add the proximal term Flower sends), fedavgm, fedadam,
+    # fedyogi, fedadagrad (server-side optimisers), krum, multikrum, trimmed_mean, median;
+    # strategy_options: that strategy's keyword arguments (proximal_mu, eta, tau, beta, ...)
+    strategy: Literal["fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "krum", "multikrum",
+                      "trimmed_mean", "median"] = "fedavg"
+    strategy_options: dict[str, Any] = Field(default_factory=dict)
     # where local training, DP-SGD, gradient ascent, features and attack models compute:
     # auto = CUDA when torch sees it (in the process that computes), else the CPU
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -236,6 +243,13 @@ class Config(_Section):
     def _defense_checks(self) -> None:
         d, n = self.defense, self.federation.participants
         parts = d.parts()
+        strategy = self.federation.strategy
+        if strategy != "fedavg" and ("robust" in parts or "secagg" in parts):
+            raise ValueError(f"federation.strategy={strategy} with defense {d.name}: the defense chooses the "
+                             "aggregation (robust aggregator / SecAgg+ on FedAvg); leave the strategy at fedavg")
+        if strategy == "fedprox" and "dp_sgd" in parts:
+            raise ValueError("federation.strategy=fedprox with dp_sgd: the proximal term is not wired into "
+                             "DP-SGD's per-example loss")
         central = "central_dp_server" in parts or "central_dp_client" in parts
         if central and d.noise_multiplier <= 0:
             raise ValueError("defense.noise_multiplier must be positive for central DP (the "

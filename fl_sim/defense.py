@@ -21,20 +21,42 @@ import math
 from pathlib import Path
 
 from fl_sim.config import Config
+from fl_sim.errors import ConfigError
 from fl_sim.io import read_json, write_json
 
 SUMMARY_FILE = "defense.json"
 
 
+# federation.strategy -> Flower's class (flwr.serverapp.strategy)
+STRATEGIES = {"fedavg": "FedAvg", "fedprox": "FedProx", "fedavgm": "FedAvgM", "fedadam": "FedAdam",
+              "fedyogi": "FedYogi", "fedadagrad": "FedAdagrad", "krum": "Krum", "multikrum": "MultiKrum",
+              "trimmed_mean": "FedTrimmedAvg", "median": "FedMedian"}
+
+
 def inner_strategy(cfg: Config):
-    """The learning algorithm (Message API): FedAvg, or the configured robust aggregator.
-    Every participant trains every round (the paper's setting)."""
-    from flwr.serverapp.strategy import FedAvg, FedMedian, FedTrimmedAvg, Krum, MultiKrum
+    """The learning algorithm (Message API): ``federation.strategy`` with its options, or the
+    robust aggregator of the ``robust`` defense. Every participant trains every round (the
+    paper's setting). Options the strategy does not take are a ConfigError."""
+    import inspect
+
+    from flwr.serverapp import strategy as flwr_strategies
+    from flwr.serverapp.strategy import FedMedian, FedTrimmedAvg, Krum, MultiKrum
 
     n, d = cfg.federation.participants, cfg.defense
     common = {"fraction_evaluate": 0.0, "min_available_nodes": n, "min_train_nodes": n}
     if "robust" not in d.parts():
-        return FedAvg(**common)
+        cls = getattr(flwr_strategies, STRATEGIES[cfg.federation.strategy])
+        options = dict(cfg.federation.strategy_options)
+        known = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        if unknown := sorted(set(options) - known):
+            raise ConfigError(f"federation.strategy_options: {', '.join(unknown)} not taken by Flower's "
+                              f"{cls.__name__} (it takes {', '.join(sorted(known - set(common)))})")
+        if cls.__name__ in ("Krum", "MultiKrum"):
+            options.setdefault("num_malicious_nodes", d.byzantine)
+        try:
+            return cls(**common, **options)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"federation.strategy={cfg.federation.strategy}: {e}") from None
     if d.aggregator == "krum":
         return Krum(num_malicious_nodes=d.byzantine, **common)
     if d.aggregator == "multikrum":

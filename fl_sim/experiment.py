@@ -65,6 +65,10 @@ def _train(cfg: Config, data: Data, split: Split, run_dir: Path, progress: Progr
     """The trainings the attacks need; returns (target accuracies, per-training results)."""
     trainings = catalog.trainings_needed(cfg.attack.names, cfg.federation.mode)
     resolve_device(cfg.federation.device)   # federation.device=cuda without CUDA: the one-line error now
+    if cfg.federation.mode == "federated":
+        from fl_sim.defense import inner_strategy
+
+        inner_strategy(cfg)   # strategy options Flower does not take: the one-line error now
     if cfg.federation.mode != "federated":
         from fl_sim.standalone import run_standalone
 

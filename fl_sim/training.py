@@ -60,10 +60,13 @@ def make_optimizer(model: nn.Module, lr: float, momentum: float = 0.0,
 
 def train_epochs(model: nn.Module, x, y, *, epochs: int, batch_size: int, lr: float,
                  seed: int, momentum: float = 0.0, weight_decay: float = 0.0,
-                 optimizer: torch.optim.Optimizer | None = None) -> float:
-    """Mini-batch SGD for ``epochs`` passes over (x, y); returns the mean loss of the last pass.
+                 optimizer: torch.optim.Optimizer | None = None, proximal_mu: float = 0.0) -> float:
+    """Mini-batch SGD for ``epochs`` passes over (x, y); returns the mean cross-entropy of the
+    last pass (the proximal term left out).
 
     x: (n, *input_shape) float32; y: (n,) int64. Batch order comes from ``seed`` only.
+    ``proximal_mu`` > 0 adds FedProx's mu/2 ||w - w_start||^2 to each batch's loss, w_start
+    being the parameters the model came in with (the global model, in a federation).
     """
     dev = model_device(model)
     x, y = (t.to(dev) for t in as_tensors(x, y))
@@ -71,6 +74,7 @@ def train_epochs(model: nn.Module, x, y, *, epochs: int, batch_size: int, lr: fl
     opt = optimizer or make_optimizer(model, lr, momentum, weight_decay)
     gen = torch.Generator().manual_seed(int(seed) & 0x7FFF_FFFF_FFFF_FFFF)
     loss_fn = nn.CrossEntropyLoss()
+    anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else None
     model.train()
     last = float("nan")
     for _ in range(epochs):
@@ -80,7 +84,11 @@ def train_epochs(model: nn.Module, x, y, *, epochs: int, batch_size: int, lr: fl
             idx = perm[start:start + batch_size]
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(model(x[idx]), y[idx])
-            loss.backward()
+            objective = loss
+            if anchor is not None:
+                objective = loss + proximal_mu / 2 * sum(
+                    (p - a).pow(2).sum() for p, a in zip(model.parameters(), anchor))
+            objective.backward()
             opt.step()
             total += loss.item() * len(idx)
             count += len(idx)
