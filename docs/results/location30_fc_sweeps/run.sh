@@ -3,9 +3,9 @@
 # (configs/location30_fc.yaml), 3 seeds, victim participant 0 in every federation (the
 # Table X run rotates the victim; these sweeps choose the parameters it uses).
 # Run from the repository root with the data in ../shared/data.
-set -euo pipefail
+set -euo pipefail  # MODE=--resume continues a killed run
 OUT=${OUT:-results/location30_fc_sweeps}
-COMMON=(--seeds 3 --overwrite --no-progress --keep-snapshots passive --set 'attack.victims=[0]')
+COMMON=(--seeds 3 "${MODE:---overwrite}" --no-progress --keep-snapshots passive --set 'attack.victims=[0]')
 # the ascent step per target record
 fl-sim compare configs/location30_fc.yaml "${COMMON[@]}" --out "$OUT/gamma" \
   --attacks global_gradient_ascent --sweep attack.gamma=1e-6,1e-5,1e-4,1e-3
