@@ -1,6 +1,7 @@
 """fl-sim compare keeps what its epoch-set study needs and, when asked, only that."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -91,3 +92,35 @@ def test_sweep_values_may_be_lists_separated_by_semicolons():
     assert parse_sweep(cfg, "attack.isolate_from=1,3")[1] == [1, 3]
     with pytest.raises(ConfigError, match="isolate_rounds"):
         parse_sweep(cfg, "attack.isolate_rounds=[2,3;[3]")
+
+
+@pytest.mark.parametrize("key, value", [
+    ("attack.gamma", 0.5), ("attack.isolate_rounds", [1, 2]), ("attack.isolate_from", 1),
+    ("attack.ascent_rounds", [1]), ("attack.victims", "all"), ("attack.epochs_attack_model", 3),
+    ("attack.lr_attack_model", 0.1), ("attack.conv_filters", 4), ("attack.network_inputs", ["loss"]),
+    ("attack.gradients", "matrix")])
+def test_settings_that_share_the_passive_federation_leave_its_plans_unchanged(tmp_path, key, value):
+    """The sweep links one passive federation into every value of these keys: each must
+    leave what the passive training reads (its plans, its kept rounds) as it was."""
+    import json as _json
+
+    from fl_sim.catalog import TRAININGS
+    from fl_sim.federated import keep_rounds, write_plans
+    from fl_sim.sweep import SHARES_PASSIVE, parse_sweep
+    from fl_sim.target import load_data, make_run_split
+
+    assert key in SHARES_PASSIVE
+    base = tiny_config(attack__names=["global_passive", "global_gradient_ascent", "global_isolating"],
+                       federation__keep_rounds="attack")
+    now = base.model_dump(mode="json")["attack"][key.split(".")[1]]
+    _, _, (first, other) = parse_sweep(base, f"{key}={_json.dumps(now)};{_json.dumps(value)}")
+    data = load_data(first)
+    plans = []
+    for i, cfg in enumerate((first, other)):
+        (tmp_path / str(i)).mkdir()
+        split = make_run_split(cfg, len(data.y))
+        plan, attackers = write_plans(cfg, TRAININGS["passive"], data, split, tmp_path / str(i), "passive")
+        attacker = _json.loads(Path(next(iter(attackers.values()))).read_text())
+        attacker.pop("gamma")   # recorded, unused: the passive attacker does not push
+        plans.append((Path(plan).read_text().replace(str(tmp_path / str(i)), ""), attacker, keep_rounds(cfg)))
+    assert plans[0] == plans[1]
