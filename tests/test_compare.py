@@ -94,11 +94,19 @@ def test_sweep_values_may_be_lists_separated_by_semicolons():
         parse_sweep(cfg, "attack.isolate_rounds=[2,3;[3]")
 
 
-@pytest.mark.parametrize("key, value", [
-    ("attack.gamma", 0.5), ("attack.isolate_rounds", [1, 2]), ("attack.isolate_from", 1),
-    ("attack.ascent_rounds", [1]), ("attack.victims", "all"), ("attack.epochs_attack_model", 3),
-    ("attack.lr_attack_model", 0.1), ("attack.conv_filters", 4), ("attack.network_inputs", ["loss"]),
-    ("attack.gradients", "matrix")])
+OTHER_VALUE = {"attack.gamma": 0.5, "attack.isolate_rounds": [1, 2], "attack.isolate_from": 1,
+               "attack.ascent_rounds": [1], "attack.victims": "all", "attack.epochs_attack_model": 3,
+               "attack.lr_attack_model": 0.1, "attack.conv_filters": 4, "attack.network_inputs": ["loss"],
+               "attack.gradients": "matrix"}
+
+
+def test_every_shared_setting_is_checked_below():
+    from fl_sim.sweep import SHARES_PASSIVE
+
+    assert set(OTHER_VALUE) == SHARES_PASSIVE
+
+
+@pytest.mark.parametrize("key, value", sorted(OTHER_VALUE.items()))
 def test_settings_that_share_the_passive_federation_leave_its_plans_unchanged(tmp_path, key, value):
     """The sweep links one passive federation into every value of these keys: each must
     leave what the passive training reads (its plans, its kept rounds) as it was."""
