@@ -145,23 +145,22 @@ def test_adaptive_client_side_clipping_moves_the_bound_the_uploads_are_clipped_t
                       defense__clipping_norm=clip, defense__noise_multiplier=z,
                       defense__clipped_count_stddev=count_std, **SLOW)
     run_experiment(cfg, tmp_path / "run", progress=False)
-    store, prev = _store(tmp_path / "run"), _initial(cfg)
-    bounds = []
+    store, init = _store(tmp_path / "run"), _initial(cfg)
+    prev, bounds, mean_update = init, [], {}
     for rnd in (1, 2):
         updates = [_flat(store.get(rnd, p, "upload")) - _flat(prev) for p in range(4)]
         norms = np.linalg.norm(updates, axis=1)
         # every update is larger than the bound here, so each arrives clipped to exactly it
         np.testing.assert_allclose(norms, norms[0], rtol=1e-4)
         bounds.append(norms[0])
+        mean_update[rnd] = np.mean(updates, axis=0)
         prev = store.get(rnd, None, "global")
     assert bounds[0] == pytest.approx(clip, rel=1e-4)
     # all clipped (fraction ~1 against the 0.5 target): C <- C exp(-0.2 (fraction - 0.5)) < C
     assert bounds[1] < clip * np.exp(-0.2 * 0.2)
     # Flower splits the noise: the update's share is (z^-2 - (2 count_std)^-2)^-1/2; flwr 1.42
     # updates the bound before it noises the mean, so round 1's noise is scaled by round 2's bound
-    init = _initial(cfg)
-    noise = _flat(store.get(1, None, "global")) - _flat(init) - np.mean(
-        [_flat(store.get(1, p, "upload")) - _flat(init) for p in range(4)], axis=0)
+    noise = _flat(store.get(1, None, "global")) - _flat(init) - mean_update[1]
     assert noise.std() == pytest.approx((z ** -2 - (2 * count_std) ** -2) ** -0.5 * bounds[1] / 4, rel=0.1)
 
 

@@ -16,10 +16,13 @@ def _plan(tmp_path, noise):
                       dp={"noise_multiplier": noise, "max_grad_norm": 1.0})
 
 
+def _data(seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 8)).astype(np.float32), rng.integers(0, 3, n).astype(np.int64)
+
+
 def test_dp_sgd_trains_and_accumulates_epsilon_across_rounds(tmp_path):
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(64, 8)).astype(np.float32)
-    y = rng.integers(0, 3, 64).astype(np.int64)
+    x, y = _data(0, 64)
     plan = _plan(tmp_path, noise=1.0)
     torch.manual_seed(0)
     model = build_model("fc", (8,), 3, widths=[8])
@@ -43,9 +46,7 @@ def test_ghost_clipping_takes_the_step_per_sample_hooks_take(tmp_path):
 
     from fl_sim.runtime import client_seed
 
-    rng = np.random.default_rng(1)
-    x = rng.normal(size=(48, 8)).astype(np.float32)
-    y = rng.integers(0, 3, 48).astype(np.int64)
+    x, y = _data(1, 48)
     plan = _plan(tmp_path, noise=0.7)
     torch.manual_seed(0)
     ghost = build_model("fc", (8,), 3, widths=[8])

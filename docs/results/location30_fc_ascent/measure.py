@@ -20,7 +20,7 @@ The replay is checked against the stored uploads (max abs difference printed).
 
     python docs/results/location30_fc_ascent/measure.py RUN_DIR [RUN_DIR ...] > table.md
 
-RUN_DIR: a seed directory (config.yaml, split.json, snapshots/passive) of
+RUN_DIR: a seed directory (config.yaml, split.json, plans/, snapshots/passive) of
 docs/results/location30_fc/run.sh's run (run from the repository root).
 """
 
@@ -34,13 +34,13 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from attacks.active import gradient_ascent
+from clients.common import load_partition, local_train
 from fl_sim.config import load_config
 from fl_sim.models import get_arrays, model_from
-from fl_sim.runtime import client_seed
+from fl_sim.plan import ClientPlan
 from fl_sim.snapshots import SnapshotStore
 from fl_sim.splits import Split, target_sets
 from fl_sim.target import load_data, model_spec
-from fl_sim.training import train_epochs
 
 GAMMAS = [0.0, 1e-5, 1e-4, 1e-3, 1e-2]
 
@@ -64,20 +64,17 @@ class Replay:
         self.spec = model_spec(self.cfg, self.data)
         self.split = Split.load(run_dir / "split.json")
         self.store = SnapshotStore(run_dir / "snapshots" / "passive")
-        torch.set_num_threads(1)
+        self.plan = ClientPlan.load(run_dir / "plans" / "passive.json")
 
     def xy(self, idx) -> tuple[np.ndarray, np.ndarray]:
         idx = np.asarray(idx, dtype=np.int64)
         return np.asarray(self.data.x[idx], np.float32), np.asarray(self.data.y[idx], np.int64)
 
     def train(self, start: dict, pid: int, rnd: int) -> dict:
-        f = self.cfg.federation
+        """Participant ``pid``'s local training in round ``rnd`` from ``start``: the clients'
+        own code with the run's own plan (same seeds, threads, optimizer)."""
         model = model_from(self.spec, start)
-        torch.manual_seed(client_seed(self.cfg.seed, rnd, pid))
-        x, y = self.xy(self.split.train[pid])
-        train_epochs(model, x, y, epochs=f.local_epochs, batch_size=f.batch_size, lr=f.lr,
-                     momentum=f.momentum, weight_decay=f.weight_decay,
-                     seed=client_seed(self.cfg.seed, rnd, pid))
+        local_train(self.plan, pid, rnd, model, *load_partition(self.plan, pid))
         return get_arrays(model)
 
     def push(self, arrays: dict, targets, gamma: float) -> dict:
