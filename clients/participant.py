@@ -4,6 +4,8 @@
 the run plan from disk (Ray workers keep no module state between calls), trains on the
 participant's partition, and replies in the shape FedAvg expects. ``attacker_plans`` maps
 the malicious participant's id to its own plan file, which no honest participant reads.
+``runtime_client_app()`` is the same handler for Flower's own runtime (``flwr run``,
+SuperNodes: ``fl_sim.flower_app:clientapp``), where the train message names the plan.
 
 Client-side defenses are Flower's own mods around the train handler (``defense_mods``):
 ``fixedclipping_mod`` or ``adaptiveclipping_mod`` (central DP with client-side clipping) and ``LocalDpMod`` (local DP).
@@ -13,14 +15,17 @@ seed, the round and the participant, so a run's numbers repeat.
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
 import numpy as np
 from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from clients.common import load_partition, local_train, record_received, reply
 from fl_sim.models import get_arrays, model_from
-from fl_sim.plan import ClientPlan, LocalAttackPlan
-from fl_sim.records import PARTITION_KEY, record_to_arrays
+from fl_sim.plan import ClientPlan, LocalAttackPlan, plan_files
+from fl_sim.records import PARTITION_KEY, PLAN_KEY, RUN_DIR_KEY, record_to_arrays
 from fl_sim.runtime import client_seed
 
 
@@ -69,27 +74,95 @@ def defense_mods(plan: ClientPlan) -> list:
     return mods
 
 
+def train_reply(msg: Message, context: Context, plan_path: str | Path,
+                attackers: dict[int, str]) -> Message:
+    """The one train handler (before the defense mods): participant ``partition-id`` of the
+    node trains on what it received and replies in the shape FedAvg expects."""
+    plan = ClientPlan.load(plan_path)
+    pid = partition_of(context)
+    round_ = int(msg.content["config"]["server-round"])
+    received = record_to_arrays(msg.content["arrays"])
+    # Flower's FedProx sends its mu; the clients honour it
+    mu = float(msg.content["config"].get("proximal-mu", 0.0))
+    upload, n, loss, extra = participant_update(plan, pid, round_, received, attackers, mu)
+    return reply(msg, upload, pid, n, loss, extra)
+
+
+def query_reply(msg: Message, context: Context) -> Message:
+    """The aggregator asks who is who (node ids are random per run)."""
+    return Message(content=RecordDict({"metrics": MetricRecord({PARTITION_KEY: partition_of(context)})}),
+                   reply_to=msg)
+
+
+def partition_of(context: Context) -> int:
+    """This node's participant: ``partition-id`` of its node config (Flower's simulation
+    engine sets it; a SuperNode gets it from ``--node-config``)."""
+    try:
+        return int(context.node_config["partition-id"])
+    except KeyError:
+        raise ValueError("the node has no partition-id: start the SuperNode with "
+                         "--node-config 'partition-id=I num-partitions=N'") from None
+
+
 def make_client_app(plan_path: str, attacker_plans: dict[int, str] | None = None) -> ClientApp:
+    """The ClientApp of one federation whose plan files are known when it is built (the
+    simulation engine's, ``fl_sim.federation``)."""
     app = ClientApp()
     attackers = dict(attacker_plans or {})
 
     # the mods act on train replies only (the query below has no arrays to clip)
     @app.train(mods=defense_mods(ClientPlan.load(plan_path)))
     def train(msg: Message, context: Context) -> Message:
-        plan = ClientPlan.load(plan_path)
-        pid = int(context.node_config["partition-id"])
-        round_ = int(msg.content["config"]["server-round"])
-        received = record_to_arrays(msg.content["arrays"])
-        # Flower's FedProx sends its mu; the clients honour it
-        mu = float(msg.content["config"].get("proximal-mu", 0.0))
-        upload, n, loss, extra = participant_update(plan, pid, round_, received, attackers, mu)
-        return reply(msg, upload, pid, n, loss, extra)
+        return train_reply(msg, context, plan_path, attackers)
 
-    @app.query()
-    def query(msg: Message, context: Context) -> Message:
-        # the aggregator asks who is who (node ids are random per simulation)
-        pid = int(context.node_config["partition-id"])
-        return Message(content=RecordDict({"metrics": MetricRecord({PARTITION_KEY: pid})}),
-                       reply_to=msg)
-
+    app.query()(query_reply)
     return app
+
+
+def plan_of_message(msg: Message, context: Context) -> tuple[Path, dict[int, str]]:
+    """Where a Flower-runtime participant finds its plan: the train message names the run
+    directory and the plan (``RUN_DIR_KEY``, ``PLAN_KEY``: one ServerApp may run several
+    federations, e.g. one per victim); the local attacker's own plan is read only by the
+    participant it names."""
+    config = msg.content["config"]
+    try:
+        run_dir, name = str(config[RUN_DIR_KEY]), str(config[PLAN_KEY])
+    except KeyError:
+        raise ValueError(f"the train message carries no {RUN_DIR_KEY} / {PLAN_KEY}: the ServerApp "
+                         "is not fl-sim's (fl_sim.flower_app:serverapp)") from None
+    plan_path, attack_path = plan_files(run_dir, name)
+    attackers = {}
+    if attack_path.is_file() and LocalAttackPlan.load(attack_path).participant == partition_of(context):
+        attackers[partition_of(context)] = str(attack_path)
+    return plan_path, attackers
+
+
+def runtime_client_app() -> ClientApp:
+    """The ClientApp for Flower's own runtime (``flwr run``, SuperNodes): nothing is fixed
+    when it is built; each train message says which plan applies (``plan_of_message``) and
+    the plan's client-side defense mods are applied around that one call."""
+    app = ClientApp()
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        plan_path, attackers = plan_of_message(msg, context)
+
+        def handler(m: Message, c: Context) -> Message:
+            return train_reply(m, c, plan_path, attackers)
+
+        return with_mods(handler, defense_mods(ClientPlan.load(plan_path)))(msg, context)
+
+    app.query()(query_reply)
+    return app
+
+
+def with_mods(handler, mods: list):
+    """``handler`` inside Flower mods (``mod(msg, context, call_next)``), outermost first,
+    as ``@app.train(mods=...)`` composes them."""
+    for mod in reversed(mods):
+        handler = functools.partial(_call_mod, mod, handler)
+    return handler
+
+
+def _call_mod(mod, call_next, msg: Message, context: Context) -> Message:
+    return mod(msg, context, call_next)

@@ -59,8 +59,14 @@ class FederationConfig(_Section):
     # where local training, DP-SGD, gradient ascent, features and attack models compute:
     # auto = CUDA when torch sees it (in the process that computes), else the CPU
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # an existing Ray cluster to run the participants on ("HOST:PORT" of its head, "auto");
+    # None: $RAY_ADDRESS when set, else a Ray of this process's own
+    ray_address: str | None = None
     round_timeout_s: float = Field(600.0, gt=0)
-    keep_rounds: list[int] | Literal["all", "attack"] = "all"  # which rounds' snapshots stay on disk
+    # which rounds' snapshots stay on disk: "attack" = the attack epochs and their
+    # neighbours (what the configured attacks read), "all", or a list; the latest round's
+    # aggregate is kept too until the next one replaces it (what a resume continues from)
+    keep_rounds: list[int] | Literal["all", "attack"] = "attack"
     finetune_fraction: float = Field(0.4, gt=0, lt=1)  # share of training set that is D_delta
     finetune_epochs: int | None = Field(None, gt=0)  # epochs on D_delta; None: rounds // 2 (>= 1)
     fail: dict[int, list[int]] = Field(default_factory=dict)  # test-only: round -> participants that raise

@@ -27,7 +27,9 @@ from fl_sim.target import Data, check_names, load_data, make_run_split
 from fl_sim.training import resolve_device
 
 
-def _open_run(cfg: Config | None, out, overwrite: bool, resume: bool) -> tuple[Config, Path]:
+def open_run(cfg: Config | None, out, overwrite: bool, resume: bool) -> tuple[Config, Path]:
+    """The run directory, new (with ``cfg`` saved as config.yaml) or resumed (with its own
+    config); also what the Flower-runtime ServerApp (fl_sim.flower_app) opens."""
     if resume:
         run_dir = prepare_run_dir(Path(out), resume=True)
         return load_config(run_dir / "config.yaml"), run_dir
@@ -51,7 +53,8 @@ def _link_passive(src: Path, run_dir: Path) -> None:
     shutil.copytree(src / "snapshots" / "passive", run_dir / "snapshots" / "passive", copy_function=link)
 
 
-def _split(cfg: Config, data: Data, run_dir: Path) -> Split:
+def run_split(cfg: Config, data: Data, run_dir: Path) -> Split:
+    """The run's split: split.json when it exists (a resumed run), else a new one, saved."""
     path = run_dir / "split.json"
     if path.exists():
         return Split.load(path)
@@ -166,7 +169,7 @@ def run_experiment(cfg: Config | None, out: str | Path | None = None, *,
     settings that do not change it); its split and passive snapshots are linked in, not
     retrained."""
     t0 = time.time()
-    cfg, run_dir = _open_run(cfg, out, overwrite, resume)
+    cfg, run_dir = open_run(cfg, out, overwrite, resume)
     if passive_from is not None and not resume:
         _link_passive(Path(passive_from), run_dir)
     with run_log(run_dir):
@@ -175,7 +178,7 @@ def run_experiment(cfg: Config | None, out: str | Path | None = None, *,
         set_status(run_dir, state="running")
         shown = Progress(progress_mode(progress))
         data = load_data(cfg)
-        split = _split(cfg, data, run_dir)
+        split = run_split(cfg, data, run_dir)
         timing: dict[str, float] = {"load_s": time.time() - t0}
         target, trainings = _train(cfg, data, split, run_dir, shown, timing)
         attacks = _attack(cfg, data, split, run_dir, shown, timing)

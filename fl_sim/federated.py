@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -18,7 +19,7 @@ from fl_sim.catalog import Training
 from fl_sim.config import Config
 from fl_sim.io import read_json, write_json
 from fl_sim.models import get_arrays, model_from
-from fl_sim.plan import ClientPlan, LocalAttackPlan
+from fl_sim.plan import ClientPlan, LocalAttackPlan, plan_files
 from fl_sim.runtime import threads_for
 from fl_sim.snapshots import SnapshotStore
 from fl_sim.splits import Split, target_sets
@@ -82,9 +83,8 @@ def write_plans(cfg: Config, training: Training, data: Data, split: Split,
         local_dp=defense.local_dp_params(cfg) if "local_dp" in cfg.defense.parts() else None,
         array_keys=list(initial_arrays(cfg, data)),
     )
-    plans = run_dir / "plans"
-    plans.mkdir(exist_ok=True)
-    plan_path = plans / f"{name}.json"
+    plan_path, attack_path = plan_files(run_dir, name)
+    plan_path.parent.mkdir(exist_ok=True)
     plan.save(plan_path)
     if fed.participants < 2:
         return plan_path, {}
@@ -95,7 +95,6 @@ def write_plans(cfg: Config, training: Training, data: Data, split: Split,
         targets=target_sets(split, others_of(cfg)).all_indices().tolist() if active else [],
         ascent_rounds=cfg.ascent_rounds(local=True) if active else [], gamma=cfg.attack.gamma,
         boost=float(fed.participants) if training.local_boost else 1.0)
-    attack_path = plans / f"{name}.local-attacker.json"
     attack.save(attack_path)
     return plan_path, {attacker: str(attack_path)}
 
@@ -218,6 +217,31 @@ def measure_training(cfg: Config, data: Data, split: Split, store: SnapshotStore
     return out
 
 
+class Prepared(NamedTuple):
+    """A federation ready to run (or to measure, when its rounds are all done)."""
+    store: SnapshotStore
+    failures_path: Path
+    plan_path: Path
+    attacker_plans: dict[int, str]
+    resume: _Resume
+    strategy: object       # GlobalAttacker, or SecAggObserver under SecAgg+
+
+
+def prepare_federation(cfg: Config, training: Training, data: Data, split: Split,
+                       run_dir: Path, name: str) -> Prepared:
+    """Everything before the rounds: the snapshot store, the plan files, the resume point
+    and the strategy. ``train_federated`` runs it on Flower's simulation engine; the
+    Flower-runtime ServerApp (``fl_sim.flower_app``) on the grid Flower gives it."""
+    store = SnapshotStore(run_dir / "snapshots" / name, keep_rounds=keep_rounds(cfg))
+    failures_path = store.dir / "failures.json"
+    plan_path, attacker_plans = write_plans(cfg, training, data, split, run_dir, name)
+    resume = resume_point(cfg, data, store, failures_path)
+    secagg = "secagg" in cfg.defense.parts()
+    strategy = (make_secagg_strategy if secagg else make_strategy)(cfg, training, data, split, store, resume,
+                                                                  failures_path)
+    return Prepared(store, failures_path, plan_path, attacker_plans, resume, strategy)
+
+
 def train_federated(cfg: Config, training: Training, data: Data, split: Split,
                     run_dir: Path, progress=None, name: str | None = None) -> dict:
     """Train the federation under ``training`` into ``snapshots/<name>`` (default: the
@@ -230,18 +254,14 @@ def train_federated(cfg: Config, training: Training, data: Data, split: Split,
     fed, name = cfg.federation, name or training.name
     if (why := training.not_runnable(cfg.defense.name)) is not None:
         return {"not_run": why, "failures": []}
-    store = SnapshotStore(run_dir / "snapshots" / name, keep_rounds=keep_rounds(cfg))
-    failures_path = store.dir / "failures.json"
-    plan_path, attacker_plans = write_plans(cfg, training, data, split, run_dir, name)
-    resume = resume_point(cfg, data, store, failures_path)
+    store, failures_path, plan_path, attacker_plans, resume, strategy = prepare_federation(
+        cfg, training, data, split, run_dir, name)
     secagg = "secagg" in cfg.defense.parts()
-    strategy = (make_secagg_strategy if secagg else make_strategy)(cfg, training, data, split, store, resume,
-                                                                  failures_path)
     if fed.rounds > resume.start:
         common = dict(strategy=strategy, plan_path=str(plan_path), participants=fed.participants,
                       rounds=fed.rounds - resume.start, attacker_plans=attacker_plans, num_cpus=fed.num_cpus,
                       num_gpus=0.0 if fed.device == "cpu" and fed.num_gpus is None else fed.num_gpus,
-                      round_timeout_s=fed.round_timeout_s,
+                      round_timeout_s=fed.round_timeout_s, ray_address=fed.ray_address,
                       on_round=(lambda r: progress(name, r + resume.start)) if progress else None)
         if secagg:
             run_secagg_federation(secagg=defense.secagg_params(cfg, max(len(t) for t in split.train)), **common)

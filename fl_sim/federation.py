@@ -56,12 +56,14 @@ def run_federation(*, strategy: Strategy, plan_path: str, participants: int, rou
                    initial_arrays: dict[str, np.ndarray],
                    attacker_plans: dict[int, str] | None = None, num_cpus: float = 1.0,
                    num_gpus: float | None = None, round_timeout_s: float = 600.0,
-                   on_round: Callable[[int], None] | None = None, quiet: bool = True) -> None:
+                   on_round: Callable[[int], None] | None = None, quiet: bool = True,
+                   ray_address: str | None = None) -> None:
     """Run ``rounds`` rounds of federated training through Flower on Ray.
 
     ``strategy`` sees Flower's round numbers 1..rounds (a wrapper may shift them when
     resuming). ``on_round(r)`` is called after each round (progress reporting).
     ``attacker_plans`` maps a malicious participant's id to its own plan file.
+    ``ray_address``: an existing Ray cluster (else ``$RAY_ADDRESS``, else a local Ray).
     """
     server_app = ServerApp()
 
@@ -76,27 +78,92 @@ def run_federation(*, strategy: Strategy, plan_path: str, participants: int, rou
                        num_rounds=rounds, timeout=round_timeout_s,
                        train_config=ConfigRecord({}), evaluate_fn=evaluate_fn)
 
-    _simulate(server_app, make_client_app(plan_path, attacker_plans), participants, num_cpus, num_gpus, quiet)
+    _simulate(server_app, make_client_app(plan_path, attacker_plans), participants, num_cpus, num_gpus, quiet,
+              ray_address)
+
+
+_KEPT: dict = {}  # kept between simulations: the actor "pool" for resources "key", the Ray "address"
+
+
+@contextmanager
+def _actors_kept_for_the_process():
+    """Keep Ray and the participants' actors from one simulation to the next.
+
+    Flower's Ray backend shuts Ray down after every simulation, and the next one pays for a
+    new Ray session and 4 actors importing torch and Flower: seconds each time, many more on
+    a busy machine, while sweeps and the test suite run dozens of federations in one
+    process. Flower's actors are generic (each call gets the ClientApp to run) and already
+    move between participants and rounds, so the pool is reused when the next simulation
+    asks for the same resources. A pool that lost an actor, or a simulation that failed,
+    is thrown away with the Ray session. Ray shuts itself down when the process exits.
+    """
+    import ray
+    from flwr.server.superlink.fleet.vce.backend.raybackend import RayBackend
+
+    flower_build, flower_terminate = RayBackend.build, RayBackend.terminate
+
+    def build(self, app_fn) -> None:
+        key = repr(sorted(self.client_resources.items()))
+        pool = _KEPT.get("pool")
+        if pool is not None and _KEPT.get("key") == key and ray.is_initialized():
+            self.pool, self.app_fn = pool, app_fn
+            return
+        _drop_kept_pool()
+        flower_build(self, app_fn)
+        _KEPT.update(key=key, pool=self.pool)
+
+    def terminate(self) -> None:
+        if self.pool is not None and len(self.pool.pool) < self.pool.num_actors:
+            _drop_kept_pool()  # an actor is still busy or was lost: start clean next time
+
+    RayBackend.build, RayBackend.terminate = build, terminate
+    try:
+        yield
+    except BaseException:
+        shutdown_ray()  # a failed simulation may leave a broken session behind
+        raise
+    finally:
+        RayBackend.build, RayBackend.terminate = flower_build, flower_terminate
+
+
+def _drop_kept_pool() -> None:
+    pool = _KEPT.pop("pool", None)
+    _KEPT.pop("key", None)
+    if pool is not None:
+        pool.terminate_all_actors()
+
+
+def shutdown_ray() -> None:
+    """Stop the kept actors and leave the Ray session (a later federation starts afresh)."""
+    import ray
+
+    _drop_kept_pool()
+    _KEPT.pop("address", None)
+    ray.shutdown()
 
 
 def _simulate(server_app, client_app, participants: int, num_cpus: float, num_gpus: float | None,
-              quiet: bool) -> None:
+              quiet: bool, ray_address: str | None = None) -> None:
     from flwr.simulation import run_simulation  # deprecated, but the one in-process entry
 
     resources = client_resources(num_cpus, num_gpus, participants)
+    address = ray_address or os.environ.get("RAY_ADDRESS") or None
+    if _KEPT.get("address", address) != address:  # the kept session is on another cluster
+        shutdown_ray()
     # Ray reads these at start-up; its workers inherit them
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     backend_config = {
         "client_resources": resources,
         "init_args": {"logging_level": logging.ERROR, "log_to_driver": not quiet,
-                      "include_dashboard": False},
+                      **({"address": address} if address else {"include_dashboard": False})},
     }
     try:
-        with quiet_flwr(quiet):
+        with quiet_flwr(quiet), _actors_kept_for_the_process():
             run_simulation(server_app=server_app, client_app=client_app,
                            num_supernodes=participants, backend_config=backend_config,
                            verbose_logging=False)
+        _KEPT["address"] = address
     except Exception as e:
         cause = e.__cause__ or e
         raise FederationError(f"the Flower simulation stopped: {type(cause).__name__}: "
@@ -108,7 +175,8 @@ def _simulate(server_app, client_app, participants: int, num_cpus: float, num_gp
 def run_secagg_federation(*, strategy, plan_path: str, participants: int, rounds: int, secagg: dict,
                           attacker_plans: dict[int, str] | None = None, num_cpus: float = 1.0,
                           num_gpus: float | None = None, round_timeout_s: float = 600.0,
-                          on_round: Callable[[int], None] | None = None, quiet: bool = True) -> None:
+                          on_round: Callable[[int], None] | None = None, quiet: bool = True,
+                          ray_address: str | None = None) -> None:
     """Run ``rounds`` rounds under Flower's SecAgg+ (legacy workflow path, the only one
     Flower 1.42 has for it): ``strategy`` is a legacy strategy (``strategies.secagg``),
     the clients carry ``secaggplus_mod``. ``secagg``: SecAggPlusWorkflow's ``num_shares``,
@@ -128,4 +196,4 @@ def run_secagg_federation(*, strategy, plan_path: str, participants: int, rounds
         DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(**secagg, timeout=round_timeout_s))(grid, legacy)
 
     _simulate(server_app, make_secagg_client_app(plan_path, attacker_plans), participants, num_cpus,
-              num_gpus, quiet)
+              num_gpus, quiet, ray_address)

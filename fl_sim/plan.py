@@ -18,6 +18,13 @@ from fl_sim.io import atomic_write_bytes
 from fl_sim.models import ModelSpec
 
 
+def plan_files(run_dir: str | Path, name: str) -> tuple[Path, Path]:
+    """The plan files of training ``name`` in ``run_dir``: the participants' plan and the
+    local attacker's own (which exists only when the federation has one)."""
+    plans = Path(run_dir) / "plans"
+    return plans / f"{name}.json", plans / f"{name}.local-attacker.json"
+
+
 @dataclass
 class ClientPlan:
     store_dir: str                   # the training's snapshot store: clients write into it

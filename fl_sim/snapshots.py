@@ -116,6 +116,25 @@ class SnapshotStore:
             self._cache = None
         return entry
 
+    def roll(self, round_: int) -> None:
+        """Forget this writer's entries of ``round_`` when it is not a kept round: the
+        entries stored anyway (``force``) so that a resume can continue from the latest
+        round, once a later round has replaced them. Disk then holds the kept rounds and
+        the latest one, whatever the number of rounds."""
+        if self.keep_rounds is None or round_ in self.keep_rounds:
+            return
+        with self._lock:
+            shard = self._shard()
+            entries = self._read_shard(shard)
+            gone = [e for e in entries if e["round"] == round_]
+            if not gone:
+                return
+            atomic_write_bytes(shard, json.dumps({"entries": [e for e in entries if e["round"] != round_]},
+                                                 indent=1).encode())
+            for e in gone:
+                (self.dir / e["file"]).unlink(missing_ok=True)
+            self._cache = None
+
     def drop_after(self, round_: int) -> None:
         """Forget every entry of rounds > ``round_`` (used when resuming a killed run)."""
         for shard in self.dir.glob("index*.json"):

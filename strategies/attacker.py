@@ -176,6 +176,7 @@ class GlobalAttacker(Strategy):
         if agg is not None:
             global_arrays = record_to_arrays(agg)
             self.store.put(rnd, None, "global", global_arrays, force=True)
+            self.store.roll(rnd - 1)
             if self.on_round_end is not None:
                 self.on_round_end(rnd, global_arrays)
         return agg, metrics

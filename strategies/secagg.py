@@ -75,6 +75,7 @@ class SecAggObserver(Strategy):
         if agg is not None:
             arrays = self._arrays(agg)
             self.store.put(rnd, None, "global", arrays, force=True)
+            self.store.roll(rnd - 1)
             if self.on_round_end is not None:
                 self.on_round_end(rnd, arrays)
         return agg, metrics

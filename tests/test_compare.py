@@ -17,7 +17,7 @@ def test_epoch_sets_extend_the_kept_rounds():
     assert set(keep_rounds(cfg)) < set(keep_rounds(kept))
     assert {1, 2, 3, 4, 5, 7, 8, 9, 10, 11} <= set(keep_rounds(kept))
     assert keeping_epoch_sets(cfg, None) is cfg
-    every = tiny_config(federation__rounds=10, attack__epochs=[8, 10])  # keep_rounds: all
+    every = tiny_config(federation__rounds=10, federation__keep_rounds="all", attack__epochs=[8, 10])
     assert keeping_epoch_sets(every, [[2]]) is every
 
 

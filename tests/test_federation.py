@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from fl_sim import federation
 from fl_sim.experiment import run_experiment
 from fl_sim.snapshots import SnapshotStore
 from tests.conftest import tiny_config
@@ -15,8 +16,11 @@ def two_runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("fed")
     cfg = tiny_config(attack__names=["global_passive", "global_compact"],
                       attack__epochs_attack_model=5)
+    federation.shutdown_ray()  # the first run starts fresh actors, the second reuses them
     r1 = run_experiment(cfg, base / "a", progress=False)
+    pool = federation._KEPT.get("pool")
     r2 = run_experiment(cfg, base / "b", progress=False)
+    assert pool is not None and federation._KEPT.get("pool") is pool
     return base / "a", base / "b", r1, r2
 
 
@@ -47,6 +51,7 @@ def test_global_is_example_weighted_mean_of_uploads(two_runs):
 
 
 def test_same_config_and_seed_give_identical_snapshots(two_runs):
+    # also: the second run reused the first one's Ray actors, and that changes nothing
     a = SnapshotStore(two_runs[0] / "snapshots" / "passive").entries()
     b = SnapshotStore(two_runs[1] / "snapshots" / "passive").entries()
     assert [(e.file, e.sha256) for e in a] == [(e.file, e.sha256) for e in b]

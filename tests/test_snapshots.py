@@ -28,6 +28,22 @@ def test_keep_rounds_bounds_disk(tmp_path):
     assert s.rounds("upload") == [2]
 
 
+def test_rolling_keeps_the_kept_rounds_and_only_the_latest_other_one(tmp_path):
+    s = SnapshotStore(tmp_path, keep_rounds=[2])
+    for rnd in range(1, 6):  # what the aggregator does: store the aggregate, forget the previous
+        s.put(rnd, None, "global", _arrays(float(rnd)), force=True)
+        s.roll(rnd - 1)
+    assert s.rounds("global") == [2, 5]
+    assert sorted(p.name for p in tmp_path.glob("*.safetensors")) == [
+        "r0002-server-global.safetensors", "r0005-server-global.safetensors"]
+    np.testing.assert_array_equal(s.get(5, None, "global")["w"], _arrays(5.0)["w"])
+    every = SnapshotStore(tmp_path / "all")  # keep_rounds None: every round stays
+    for rnd in range(1, 4):
+        every.put(rnd, None, "global", _arrays(float(rnd)))
+        every.roll(rnd - 1)
+    assert every.rounds("global") == [1, 2, 3]
+
+
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
 def test_damaged_file_is_detected_and_named(tmp_path, damage):
     s = SnapshotStore(tmp_path)

@@ -1,0 +1,102 @@
+"""A federation on an existing Ray cluster: a head and a worker started with ``ray start``
+on loopback, ``federation.ray_address`` pointing at the head."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fl_sim import federation
+from fl_sim.experiment import run_experiment
+from fl_sim.snapshots import SnapshotStore
+from tests.conftest import tiny_config
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ray_start(args: list[str], log: Path) -> subprocess.Popen:
+    ray = Path(sys.executable).parent / "ray"
+    env = dict(os.environ, RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO="0")
+    env.pop("RAY_ADDRESS", None)
+    # --block keeps `ray start` in the foreground: its process group holds every daemon it
+    # started, so the test stops exactly what it started
+    return subprocess.Popen([str(ray), "start", "--block", "--num-cpus=1", "--num-gpus=0", *args],
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True)
+
+
+def _alive_nodes(address: str) -> int:
+    out = subprocess.run([str(Path(sys.executable).parent / "ray"), "status", f"--address={address}"],
+                         capture_output=True, text=True, timeout=60)
+    return out.stdout.count("node_") if out.returncode == 0 else 0
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    # a short temp dir of its own (Unix socket paths are limited to ~100 bytes), so that no
+    # other `ray.init()` on this machine finds this cluster by Ray's default lookup
+    temp = Path(tempfile.mkdtemp(prefix="rc", dir="/tmp"))
+    address = f"127.0.0.1:{_free_port()}"
+    procs = [_ray_start(["--head", f"--port={address.split(':')[1]}", "--node-ip-address=127.0.0.1",
+                         "--include-dashboard=false", f"--temp-dir={temp}"], tmp_path / "head.log")]
+    try:
+        deadline = time.time() + 120
+        while _alive_nodes(address) < 1:
+            assert time.time() < deadline, (tmp_path / "head.log").read_text()[-2000:]
+            time.sleep(1)
+        procs.append(_ray_start([f"--address={address}", "--node-ip-address=127.0.0.1"], tmp_path / "worker.log"))
+        while _alive_nodes(address) < 2:
+            assert time.time() < deadline, (tmp_path / "worker.log").read_text()[-2000:]
+            time.sleep(1)
+        yield address
+    finally:
+        federation.shutdown_ray()  # this process's connection to the cluster goes first
+        for p in reversed(procs):
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_a_federation_runs_on_an_existing_two_node_ray_cluster(cluster, tmp_path):
+    import ray
+
+    # one CPU per participant and per node: the actor pool spans both nodes or stalls
+    cfg = tiny_config(federation__num_cpus=1.0, federation__ray_address=cluster)
+    run_experiment(cfg, tmp_path / "run", progress=False)
+
+    assert ray.is_initialized()  # the kept session is this cluster's, with both nodes
+    # the head reports the host's own IP for the loopback address it was given
+    assert ray.get_runtime_context().gcs_address.rsplit(":", 1)[1] == cluster.rsplit(":", 1)[1]
+    assert sum(n["Alive"] for n in ray.nodes()) == 2
+    assert federation._KEPT["pool"].num_actors == 2  # one actor on each node's one CPU
+
+    store = SnapshotStore(tmp_path / "run" / "snapshots" / "passive")
+    for rnd in (1, 2):
+        uploads = [(store.find(rnd, p, "upload").num_examples, store.get(rnd, p, "upload")) for p in range(4)]
+        glob = store.get(rnd, None, "global")
+        total = sum(w for w, _ in uploads)
+        for key in glob:
+            mean = sum(w * u[key].astype(np.float64) for w, u in uploads) / total
+            assert np.max(np.abs(mean - glob[key])) < 1e-6, key
