@@ -94,8 +94,8 @@ def _actors_kept_for_the_process():
     a busy machine, while sweeps and the test suite run dozens of federations in one
     process. Flower's actors are generic (each call gets the ClientApp to run) and already
     move between participants and rounds, so the pool is reused when the next simulation
-    asks for the same resources. A pool that lost an actor, or a simulation that failed,
-    is thrown away with the Ray session. Ray shuts itself down when the process exits.
+    asks for the same resources. A pool that lost an actor is dropped; a simulation that
+    failed drops the Ray session too. Ray shuts itself down when the process exits.
     """
     import ray
     from flwr.server.superlink.fleet.vce.backend.raybackend import RayBackend
