@@ -4,7 +4,6 @@ on loopback, ``federation.ray_address`` pointing at the head."""
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,14 +17,9 @@ from fl_sim import federation
 from fl_sim.experiment import run_experiment
 from fl_sim.snapshots import SnapshotStore
 from tests.conftest import tiny_config
+from tests.test_flower_runtime import free_port
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _ray_start(args: list[str], log: Path) -> subprocess.Popen:
@@ -50,7 +44,7 @@ def cluster(tmp_path):
     # a short temp dir of its own (Unix socket paths are limited to ~100 bytes), so that no
     # other `ray.init()` on this machine finds this cluster by Ray's default lookup
     temp = Path(tempfile.mkdtemp(prefix="rc", dir="/tmp"))
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port(set())}"
     procs = [_ray_start(["--head", f"--port={address.split(':')[1]}", "--node-ip-address=127.0.0.1",
                          "--include-dashboard=false", f"--temp-dir={temp}"], tmp_path / "head.log")]
     try:
