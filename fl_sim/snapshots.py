@@ -136,14 +136,20 @@ class SnapshotStore:
             self._cache = None
 
     def drop_after(self, round_: int) -> None:
-        """Forget every entry of rounds > ``round_`` (used when resuming a killed run)."""
+        """Make the store what an uninterrupted run leaves after ``round_`` (used when
+        resuming a killed run): forget every entry of rounds > ``round_``, and of earlier
+        rounds that are not kept. A kill between storing a round's aggregate and rolling
+        the previous one's leaves both; the uninterrupted run would have rolled it."""
+        def gone(e: dict) -> bool:
+            return e["round"] > round_ or (self.keep_rounds is not None and e["round"] < round_
+                                           and e["round"] not in self.keep_rounds)
         for shard in self.dir.glob("index*.json"):
             entries = self._read_shard(shard)
-            keep = [e for e in entries if e["round"] <= round_]
             for e in entries:
-                if e["round"] > round_:
+                if gone(e):
                     (self.dir / e["file"]).unlink(missing_ok=True)
-            atomic_write_bytes(shard, json.dumps({"entries": keep}, indent=1).encode())
+            atomic_write_bytes(shard, json.dumps({"entries": [e for e in entries if not gone(e)]},
+                                                 indent=1).encode())
         self._cache = None
 
     # ------------------------------------------------------------ reading

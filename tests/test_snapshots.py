@@ -68,3 +68,18 @@ def test_client_shards_merge(tmp_path):
     assert s.find(2, 3, "received") is not None and s.find(1, None, "global") is not None
     s.drop_after(1)
     assert s.find(2, 3, "received") is None
+
+
+def test_resume_forgets_unkept_rounds_a_kill_left_behind(tmp_path):
+    # killed after storing round 3's aggregate but before rolling round 2's: the resumed
+    # store must hold what an uninterrupted run holds (kept rounds and the latest one)
+    s = SnapshotStore(tmp_path, keep_rounds=[1])
+    for r in (1, 2, 3):
+        s.put(r, None, "global", _arrays(float(r)), force=True)
+        s.put(r, 0, "upload", _arrays(float(r)), force=True)
+    s.put(4, 0, "upload", _arrays(4.0), force=True)
+    s.drop_after(3)
+    assert sorted({e.round for e in s.entries()}) == [1, 3]
+    assert sorted(p.name for p in tmp_path.glob("*.safetensors")) == [
+        "r0001-p0-upload.safetensors", "r0001-server-global.safetensors",
+        "r0003-p0-upload.safetensors", "r0003-server-global.safetensors"]
