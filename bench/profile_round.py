@@ -38,9 +38,9 @@ PHASES = [
                                                           "record_to_arrays", "ArrayRecord", "from_numpy")),
     ("snapshots: write (safetensors, sha256, index)", ("SnapshotStore.put", "SnapshotStore.roll")),
     ("aggregation (FedAvg)", ("aggregate_train", "aggregate_arrayrecords", "aggregate_fit")),
-    ("serialisation and transfer (Ray, Flower messages)", ("serializ", "deserializ", "ray/_private",
-                                                            "ray/_raylet", "ray/util", "protobuf", "pickle")),
-    ("imports and start-up", ("_find_and_load", "<module>")),
+    ("imports", ("_find_and_load",)),
+    # every actor's stack starts in Ray's worker loop: this phase is what is left there
+    ("Ray and Flower plumbing (messages, serialisation, scheduling)", ("ray/", "flwr/", "protobuf", "pickle")),
 ]
 
 
