@@ -8,6 +8,8 @@ For each round count it runs, interleaved and ``--reps`` times:
   loop     one process, participants one after another, the clients' own local training
            (same seeds), FedAvg by hand: the floor a federation is measured against;
   fedavg   Flower's simulation on Ray with plain FedAvg (no attacker, nothing recorded);
+  flowerpoll  the same with Flower's own 0.1 s message polling (fl_sim.federation polls
+           every POLL_INTERVAL_S): what the prompt polling saves;
   capture  the same with the passive global attacker recording every upload and aggregate
            (snapshots under the config's keep_rounds) — what `fl-sim run` trains.
 It prints the median end-to-end seconds, start-up (time to the end of round 1 minus one
@@ -31,6 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run without installing
 
+from fl_sim import federation as fl_federation  # noqa: E402
 from fl_sim.catalog import TRAININGS  # noqa: E402
 from fl_sim.config import load_config  # noqa: E402
 from fl_sim.models import get_arrays, model_from  # noqa: E402
@@ -105,11 +108,16 @@ def main() -> None:
         cfg = load_config(args.config, [f"federation.rounds={rounds}", "attack.names=[global_passive]"])
         data = load_data(cfg)
         split = make_run_split(cfg, len(data.y))
-        res = {"loop": [], "fedavg": [], "capture": []}
+        res = {"loop": [], "fedavg": [], "flowerpoll": [], "capture": []}
         for _ in range(args.reps):
             marks, loop_final = plain_loop(cfg, data, split)
             res["loop"].append(summary(marks))
             res["fedavg"].append(summary(federation(cfg, data, split, capture=False)[0]))
+            prompt, fl_federation.POLL_INTERVAL_S = fl_federation.POLL_INTERVAL_S, None
+            try:
+                res["flowerpoll"].append(summary(federation(cfg, data, split, capture=False)[0]))
+            finally:
+                fl_federation.POLL_INTERVAL_S = prompt
             marks, fed_final = federation(cfg, data, split, capture=True)
             res["capture"].append(summary(marks))
             diff = max(float(np.abs(loop_final[k].astype(np.float64) - fed_final[k]).max()) for k in loop_final)
@@ -117,10 +125,11 @@ def main() -> None:
         print(f"{cfg.data.name}, {cfg.model.name}, {cfg.federation.participants} participants, {rounds} rounds, "
               f"median of {args.reps} (seconds: total / start-up / steady round):")
         for k, (tot, start, steady) in med.items():
-            print(f"  {k:8s} {tot:7.1f} / {start:5.1f} / {steady:.3f}")
+            print(f"  {k:10s} {tot:7.1f} / {start:5.1f} / {steady:.3f}")
         print(f"  federation (capture) / loop: total {med['capture'][0] / med['loop'][0]:.2f}x, steady round "
               f"{med['capture'][2] / med['loop'][2]:.2f}x; capture / fedavg: total "
               f"{med['capture'][0] / med['fedavg'][0]:.2f}x, steady {med['capture'][2] / med['fedavg'][2]:.2f}x; "
+              f"Flower's polling / prompt polling: steady {med['flowerpoll'][2] / med['fedavg'][2]:.2f}x; "
               f"max |loop - federation| final model {diff:.1e}")
 
 
