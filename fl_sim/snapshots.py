@@ -104,7 +104,7 @@ class SnapshotStore:
             return None
         data = st_save_bytes(_to_numpy(arrays))
         name = _name(round_, participant, role)
-        atomic_write_bytes(self.dir / name, data)
+        atomic_write_bytes(self.dir / name, data, durable=False)
         entry = SnapshotEntry(round_, participant, role, name,
                               hashlib.sha256(data).hexdigest(), len(data), num_examples)
         with self._lock:
@@ -112,7 +112,7 @@ class SnapshotStore:
             entries = [e for e in self._read_shard(shard) if e["file"] != name]
             entries.append(asdict(entry))
             entries.sort(key=lambda e: _order(SnapshotEntry(**e)))
-            atomic_write_bytes(shard, json.dumps({"entries": entries}, indent=1).encode())
+            atomic_write_bytes(shard, json.dumps({"entries": entries}, indent=1).encode(), durable=False)
             self._cache = None
         return entry
 
@@ -130,7 +130,7 @@ class SnapshotStore:
             if not gone:
                 return
             atomic_write_bytes(shard, json.dumps({"entries": [e for e in entries if e["round"] != round_]},
-                                                 indent=1).encode())
+                                                 indent=1).encode(), durable=False)
             for e in gone:
                 (self.dir / e["file"]).unlink(missing_ok=True)
             self._cache = None
@@ -149,7 +149,7 @@ class SnapshotStore:
                 if gone(e):
                     (self.dir / e["file"]).unlink(missing_ok=True)
             atomic_write_bytes(shard, json.dumps({"entries": [e for e in entries if not gone(e)]},
-                                                 indent=1).encode())
+                                                 indent=1).encode(), durable=False)
         self._cache = None
 
     # ------------------------------------------------------------ reading

@@ -83,3 +83,22 @@ def test_resume_forgets_unkept_rounds_a_kill_left_behind(tmp_path):
     assert sorted(p.name for p in tmp_path.glob("*.safetensors")) == [
         "r0001-p0-upload.safetensors", "r0001-server-global.safetensors",
         "r0003-p0-upload.safetensors", "r0003-server-global.safetensors"]
+
+
+def test_snapshots_skip_fsync_and_results_do_not(tmp_path, monkeypatch):
+    # a round stores several snapshots: an fsync each costs tens of ms; a kill does not need
+    # it (the rename is atomic, the kernel keeps the data), the run's results do
+    import os
+
+    from fl_sim.io import write_json
+
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real(fd))
+    s = SnapshotStore(tmp_path / "s", keep_rounds=[1])
+    s.put(1, 0, "upload", _arrays(1.0))
+    s.put(2, None, "global", _arrays(2.0), force=True)
+    s.roll(2)
+    assert synced == [] and s.get(1, 0, "upload")["w"][0, 0] == 1.0
+    write_json(tmp_path / "results.json", {"a": 1})
+    assert len(synced) == 2   # the file, then its directory
