@@ -30,25 +30,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run without installing
 
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                stat = (d / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(d.name))
-    return out
+from procs import children  # noqa: E402  (bench/, the script's own directory)
 
 
 def _actors_peak_rss() -> int:
     """Sum of VmHWM over this driver's Ray actors (children of its raylet)."""
     total = 0
-    for child in _children(os.getpid()):
-        for pid in _children(child):
+    for child in children(os.getpid()):
+        for pid in children(child):
             try:
                 if b"ClientAppActor" not in Path(f"/proc/{pid}/cmdline").read_bytes():
                     continue

@@ -29,6 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run without installing
 
+from procs import children  # noqa: E402  (bench/, the script's own directory)
+
 # (phase, frame substrings): the first phase whose substring occurs in a stack wins, so the
 # specific phases come before the ones that contain them
 PHASES = [
@@ -61,22 +63,9 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                stat = (d / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(d.name))
-    return out
-
-
 def _ray_processes() -> dict[int, str]:
     """pid -> kind of this driver's Ray processes (its children and theirs)."""
-    found, todo = {}, _children(os.getpid())
+    found, todo = {}, children(os.getpid())
     while todo:
         pid = todo.pop()
         try:
@@ -84,7 +73,7 @@ def _ray_processes() -> dict[int, str]:
         except OSError:
             continue
         found[pid] = "participant actors" if "ClientAppActor" in cmd else "Ray's own processes"
-        todo += _children(pid)
+        todo += children(pid)
     return found
 
 
