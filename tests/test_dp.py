@@ -1,6 +1,7 @@
 """DP-SGD local training (Opacus) as the clients run it, without Ray."""
 
 import numpy as np
+import pytest
 import torch
 
 from clients.common import local_train
@@ -73,3 +74,19 @@ def test_ghost_clipping_takes_the_step_per_sample_hooks_take(tmp_path):
     assert any(not np.allclose(a[k], start[k]) for k in a)
     for k in a:
         np.testing.assert_allclose(a[k], b[k], atol=1e-5)
+
+
+def test_merged_accountant_history_gives_the_per_round_epsilon():
+    """The accountant's history is merged by (noise, sample rate) before Opacus composes it:
+    the same epsilon as one entry a round, including when a round used other parameters."""
+    from opacus.accountants import RDPAccountant
+
+    from clients.dp import merged_history
+
+    history = [[1.0, 0.05, 19, r] for r in range(1, 21)] + [[0.7, 0.1, 10, 21], [1.0, 0.05, 19, 22]]
+    merged = merged_history(history)
+    assert sorted(merged) == [(0.7, 0.1, 10), (1.0, 0.05, 399)]
+    per_round, together = RDPAccountant(), RDPAccountant()
+    per_round.history = [tuple(h[:3]) for h in history]
+    together.history = merged
+    assert together.get_epsilon(1e-5) == pytest.approx(per_round.get_epsilon(1e-5), rel=1e-9)
