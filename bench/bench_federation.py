@@ -6,7 +6,10 @@ Run from the repository root (Location-30 in ../shared/data):
 
 For each round count it runs, interleaved and ``--reps`` times:
   loop     one process, participants one after another, the clients' own local training
-           (same seeds), FedAvg by hand: the floor a federation is measured against;
+           (same seeds, the clients' torch threads: one core), FedAvg by hand: the floor a
+           federation is measured against;
+  loopall  the same loop with one torch thread per core: the floor on the whole machine
+           (the federation trains its participants side by side on every core);
   fedavg   Flower's simulation on Ray with plain FedAvg (no attacker, nothing recorded);
   flowerpoll  the same with Flower's own 0.1 s message polling (fl_sim.federation polls
            every POLL_INTERVAL_S): what the prompt polling saves;
@@ -21,6 +24,7 @@ rounding). Not a test.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import sys
@@ -42,9 +46,9 @@ from fl_sim.target import initial_arrays, load_data, make_run_split, model_spec 
 from fl_sim.training import train_epochs  # noqa: E402
 
 
-def plain_loop(cfg, data, split) -> tuple[list[float], dict]:
+def plain_loop(cfg, data, split, threads: int | None = None) -> tuple[list[float], dict]:
     fed, spec = cfg.federation, model_spec(cfg, data)
-    torch.set_num_threads(max(1, threads_for(fed.num_cpus)))
+    torch.set_num_threads(threads or max(1, threads_for(fed.num_cpus)))
     glob, marks, t0 = initial_arrays(cfg, data), [], time.perf_counter()
     parts = [(np.asarray(data.x[idx], np.float32), np.asarray(data.y[idx], np.int64))
              for idx in (np.asarray(t, np.int64) for t in split.train)]
@@ -108,10 +112,11 @@ def main() -> None:
         cfg = load_config(args.config, [f"federation.rounds={rounds}", "attack.names=[global_passive]"])
         data = load_data(cfg)
         split = make_run_split(cfg, len(data.y))
-        res = {"loop": [], "fedavg": [], "flowerpoll": [], "capture": []}
+        res = {"loop": [], "loopall": [], "fedavg": [], "flowerpoll": [], "capture": []}
         for _ in range(args.reps):
             marks, loop_final = plain_loop(cfg, data, split)
             res["loop"].append(summary(marks))
+            res["loopall"].append(summary(plain_loop(cfg, data, split, threads=os.cpu_count())[0]))
             res["fedavg"].append(summary(federation(cfg, data, split, capture=False)[0]))
             prompt, fl_federation.POLL_INTERVAL_S = fl_federation.POLL_INTERVAL_S, None
             try:
@@ -127,7 +132,9 @@ def main() -> None:
         for k, (tot, start, steady) in med.items():
             print(f"  {k:10s} {tot:7.1f} / {start:5.1f} / {steady:.3f}")
         print(f"  federation (capture) / loop: total {med['capture'][0] / med['loop'][0]:.2f}x, steady round "
-              f"{med['capture'][2] / med['loop'][2]:.2f}x; capture / fedavg: total "
+              f"{med['capture'][2] / med['loop'][2]:.2f}x; against the loop on every core: total "
+              f"{med['capture'][0] / med['loopall'][0]:.2f}x, steady {med['capture'][2] / med['loopall'][2]:.2f}x; "
+              f"capture / fedavg: total "
               f"{med['capture'][0] / med['fedavg'][0]:.2f}x, steady {med['capture'][2] / med['fedavg'][2]:.2f}x; "
               f"Flower's polling / prompt polling: steady {med['flowerpoll'][2] / med['fedavg'][2]:.2f}x; "
               f"max |loop - federation| final model {diff:.1e}")

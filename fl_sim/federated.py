@@ -232,7 +232,8 @@ def prepare_federation(cfg: Config, training: Training, data: Data, split: Split
     """Everything before the rounds: the snapshot store, the plan files, the resume point
     and the strategy. ``train_federated`` runs it on Flower's simulation engine; the
     Flower-runtime ServerApp (``fl_sim.flower_app``) on the grid Flower gives it."""
-    store = SnapshotStore(run_dir / "snapshots" / name, keep_rounds=keep_rounds(cfg))
+    # written by a background thread: the next round does not wait for this one's snapshots
+    store = SnapshotStore(run_dir / "snapshots" / name, keep_rounds=keep_rounds(cfg), background=True)
     failures_path = store.dir / "failures.json"
     plan_path, attacker_plans = write_plans(cfg, training, data, split, run_dir, name)
     resume = resume_point(cfg, data, store, failures_path)
@@ -263,8 +264,12 @@ def train_federated(cfg: Config, training: Training, data: Data, split: Split,
                       num_gpus=0.0 if fed.device == "cpu" and fed.num_gpus is None else fed.num_gpus,
                       round_timeout_s=fed.round_timeout_s, ray_address=fed.ray_address,
                       on_round=(lambda r: progress(name, r + resume.start)) if progress else None)
-        if secagg:
-            run_secagg_federation(secagg=defense.secagg_params(cfg, max(len(t) for t in split.train)), **common)
-        else:
-            run_federation(initial_arrays=resume.init, **common)
+        try:
+            if secagg:
+                run_secagg_federation(secagg=defense.secagg_params(cfg, max(len(t) for t in split.train)),
+                                      **common)
+            else:
+                run_federation(initial_arrays=resume.init, **common)
+        finally:  # the rounds done stay on disk for a resume, whatever stopped the run
+            store.flush()
     return measure_training(cfg, data, split, store, failures_path)

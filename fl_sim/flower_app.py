@@ -183,10 +183,13 @@ def _federation(grid: Grid, cfg, training, data, split, run_dir: Path) -> list[s
 
             wait_for_nodes(grid, fed.participants, fed.round_timeout_s)
             # the clients find their plan from these two keys (clients.participant.plan_of_message)
-            p.strategy.start(grid=grid, initial_arrays=arrays_to_record(p.resume.init),
-                             num_rounds=fed.rounds - p.resume.start, timeout=fed.round_timeout_s,
-                             train_config=ConfigRecord({RUN_DIR_KEY: str(run_dir), PLAN_KEY: name}),
-                             evaluate_fn=evaluate_fn)
+            try:
+                p.strategy.start(grid=grid, initial_arrays=arrays_to_record(p.resume.init),
+                                 num_rounds=fed.rounds - p.resume.start, timeout=fed.round_timeout_s,
+                                 train_config=ConfigRecord({RUN_DIR_KEY: str(run_dir), PLAN_KEY: name}),
+                                 evaluate_fn=evaluate_fn)
+            finally:  # the rounds done stay on disk for a resume, whatever stopped the run
+                p.store.flush()
         result = measure_training(run_cfg, data, split, p.store, p.failures_path)  # raises if rounds are missing
         LOG.info("Flower runtime: %s: train accuracy %.3f, test accuracy %.3f, %d failures", name,
                  result["train_acc"], result["test_acc"], len(result["failures"]))

@@ -1,7 +1,7 @@
 """Snapshot store: the contract between training and attacking.
 
 One directory per run. Each snapshot is a safetensors file (no pickle, so reading a run
-directory someone sent you cannot execute code) written atomically (temp file, fsync,
+directory someone sent you cannot execute code) written atomically (temp file,
 rename) and recorded in ``index.json`` with its round, participant, role and SHA-256.
 
 Roles:
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import queue
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -74,13 +75,52 @@ class SnapshotStore:
     """
 
     def __init__(self, directory: str | Path, writer: str = "server",
-                 keep_rounds: Iterable[int] | None = None):
+                 keep_rounds: Iterable[int] | None = None, background: bool = False):
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.writer = writer
         self.keep_rounds = None if keep_rounds is None else set(keep_rounds)
         self._lock = threading.Lock()
         self._cache: tuple | None = None
+        # background: put and roll are done by one writer thread, in the order they were
+        # asked for, so the disk always holds what the synchronous store held at some earlier
+        # moment (a killed run resumes as before). The aggregator then does not wait for a
+        # round's serialisation, checksum and write before the next round starts; every read
+        # and flush() waits for the queue. Bounded, so a slow disk slows rounds, not memory.
+        self._jobs: queue.Queue | None = queue.Queue(maxsize=16) if background else None
+        self._failed: BaseException | None = None
+        if self._jobs is not None:
+            threading.Thread(target=self._work, name=f"snapshots-{self.dir.name}", daemon=True).start()
+
+    # ------------------------------------------------------------ background writes
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            try:
+                if self._failed is None:
+                    job()
+            except BaseException as e:  # re-raised in the caller's thread by flush()
+                self._failed = e
+            finally:
+                self._jobs.task_done()
+
+    def _submit(self, job) -> None:
+        if self._jobs is None:
+            job()
+            return
+        self._raise_failed()
+        self._jobs.put(job)
+
+    def _raise_failed(self) -> None:
+        if self._failed is not None:
+            e, self._failed = self._failed, None
+            raise SnapshotError(f"writing a snapshot in {self.dir} failed: {e}") from e
+
+    def flush(self) -> None:
+        """Wait until every snapshot asked for is on disk (background mode; a no-op otherwise)."""
+        if self._jobs is not None:
+            self._jobs.join()
+            self._raise_failed()
 
     # ------------------------------------------------------------ writing
     def _shard(self) -> Path:
@@ -97,12 +137,22 @@ class SnapshotStore:
     def put(self, round_: int, participant: int | None, role: str,
             arrays: Mapping[str, object], num_examples: int | None = None,
             force: bool = False) -> SnapshotEntry | None:
-        """Store one snapshot; returns None when ``round_`` is not among the kept rounds."""
+        """Store one snapshot; returns None when ``round_`` is not among the kept rounds, and
+        in background mode (the entry is written later: see :meth:`flush`)."""
         if role not in ROLES:
             raise ValueError(f"unknown snapshot role {role!r}")
         if not force and self.keep_rounds is not None and round_ not in self.keep_rounds:
             return None
-        data = st_save_bytes(_to_numpy(arrays))
+        arrays = _to_numpy(arrays)
+        if self._jobs is not None:  # a copy: the caller may reuse its buffers meanwhile
+            arrays = {k: v.copy() for k, v in arrays.items()}
+            self._submit(lambda: self._write(round_, participant, role, arrays, num_examples))
+            return None
+        return self._write(round_, participant, role, arrays, num_examples)
+
+    def _write(self, round_: int, participant: int | None, role: str, arrays: dict[str, np.ndarray],
+               num_examples: int | None) -> SnapshotEntry:
+        data = st_save_bytes(arrays)
         name = _name(round_, participant, role)
         atomic_write_bytes(self.dir / name, data, durable=False)
         entry = SnapshotEntry(round_, participant, role, name,
@@ -123,6 +173,9 @@ class SnapshotStore:
         the latest one, whatever the number of rounds."""
         if self.keep_rounds is None or round_ in self.keep_rounds:
             return
+        self._submit(lambda: self._forget(round_))
+
+    def _forget(self, round_: int) -> None:
         with self._lock:
             shard = self._shard()
             entries = self._read_shard(shard)
@@ -143,6 +196,7 @@ class SnapshotStore:
         def gone(e: dict) -> bool:
             return e["round"] > round_ or (self.keep_rounds is not None and e["round"] < round_
                                            and e["round"] not in self.keep_rounds)
+        self.flush()
         for shard in self.dir.glob("index*.json"):
             entries = self._read_shard(shard)
             for e in entries:
@@ -156,6 +210,7 @@ class SnapshotStore:
     def _index(self) -> dict[tuple, SnapshotEntry]:
         """All entries by (round, participant, role), re-read only when a shard changed:
         attacks look snapshots up many times, and clients may add shards meanwhile."""
+        self.flush()
         shards = sorted(self.dir.glob("index*.json"))
         signature = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in shards)
         if self._cache is None or self._cache[0] != signature:
@@ -206,4 +261,5 @@ class SnapshotStore:
         return problems
 
     def size_bytes(self) -> int:
+        self.flush()
         return sum(p.stat().st_size for p in self.dir.glob("*.safetensors"))

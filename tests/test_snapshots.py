@@ -102,3 +102,50 @@ def test_snapshots_skip_fsync_and_results_do_not(tmp_path, monkeypatch):
     assert synced == [] and s.get(1, 0, "upload")["w"][0, 0] == 1.0
     write_json(tmp_path / "results.json", {"a": 1})
     assert len(synced) == 2   # the file, then its directory
+
+
+def _rounds_of_a_federation(store):
+    """What the aggregator does over 6 rounds: uploads (kept rounds only), the aggregate
+    every round, and the previous unkept round rolled."""
+    for rnd in range(1, 7):
+        for pid in range(2):
+            store.put(rnd, pid, "upload", _arrays(10 * rnd + pid), num_examples=5)
+        store.put(rnd, None, "global", _arrays(rnd), force=True)
+        store.roll(rnd - 1)
+
+
+def test_background_writes_leave_what_synchronous_writes_leave(tmp_path):
+    sync = SnapshotStore(tmp_path / "sync", keep_rounds=[2, 3])
+    bg = SnapshotStore(tmp_path / "bg", keep_rounds=[2, 3], background=True)
+    _rounds_of_a_federation(sync)
+    _rounds_of_a_federation(bg)
+    assert bg.entries() == sync.entries()  # a read waits for the queue
+    assert sorted(p.name for p in bg.dir.iterdir()) == sorted(p.name for p in sync.dir.iterdir())
+    for e in sync.entries():
+        assert (bg.dir / e.file).read_bytes() == (sync.dir / e.file).read_bytes()
+    assert bg.rounds("global") == [2, 3, 6] and bg.verify() == []
+
+
+def test_background_store_owns_what_it_was_given(tmp_path):
+    store = SnapshotStore(tmp_path, background=True)
+    arrays = _arrays(1.0)
+    store.put(1, None, "global", arrays)
+    arrays["w"][:] = 99.0  # the caller reuses its buffer before the write happened
+    np.testing.assert_array_equal(store.get(1, None, "global")["w"], _arrays(1.0)["w"])
+
+
+def test_background_write_failure_is_raised_to_the_caller(tmp_path, monkeypatch):
+    import fl_sim.snapshots as snapshots
+
+    store = SnapshotStore(tmp_path, background=True)
+
+    def full_disk(path, data, durable=True):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(snapshots, "atomic_write_bytes", full_disk)
+    store.put(1, None, "global", _arrays(1.0))  # queued: the error comes later
+    with pytest.raises(SnapshotError, match="No space left"):
+        store.flush()
+    monkeypatch.undo()
+    store.put(2, None, "global", _arrays(2.0))  # the store goes on after the error was raised
+    assert store.rounds("global") == [2]
