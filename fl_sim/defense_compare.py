@@ -91,7 +91,9 @@ def defense_table(rows: list[dict]) -> tuple[str, list[list]]:
                  "empirical_epsilon_max", "seeds"]]
     for r in rows:
         if r["not_observable"]:
-            md.append(f"| {r['defense']} | {r['attack']} | not observable: {r['not_observable']} | | | "
+            why = r["not_observable"]
+            why = why if why.startswith("not observable") else f"not observable: {why}"
+            md.append(f"| {r['defense']} | {r['attack']} | {why} | | | "
                       f"{mean_std(r['target_test_acc'])} | {_eps(r['accountant_epsilon'])} | | 0 |")
             csv_rows.append([r["defense"], r["attack"], "no", "", "", "", "", "",
                              np.mean(r["target_test_acc"]), "", "", "", 0])
