@@ -222,3 +222,11 @@ def test_compare_defenses_writes_the_matrix_and_the_privacy_utility_plot(tmp_pat
     rows = (out / "defenses.csv").read_text().splitlines()
     assert len(rows) == 5 and rows[0].startswith("defense,attack,observable")
     assert (out / "none" / "seed-0" / "results.json").is_file() and (out / "secagg" / "compare.json").is_file()
+    # resumed with every seed done: its own wall time is short, the seeds' runs are reported beside it
+    assert main(["compare", "--attacks", "global_passive,local_passive", "--defenses", "none,secagg", "--seeds", "1",
+                 "--set", "data.records_per_participant=30", "--set", "model.options={widths: [16]}",
+                 "--set", "federation.rounds=1", "--set", "attack.epochs=[1]", "--set", "federation.batch_size=8",
+                 "--set", "federation.num_cpus=0.5", "--set", "federation.round_timeout_s=900",
+                 "--set", "attack.epochs_attack_model=3", "--out", str(out), "--quiet", "--resume"]) == 0
+    seeds_s = json.loads((out / "defenses.json").read_text())["seeds_s"]
+    assert seeds_s > 1 and f"the seeds' runs: {seeds_s:.0f} s in all" in (out / "defenses.md").read_text()

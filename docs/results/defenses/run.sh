@@ -4,7 +4,8 @@
 # federations x 3 seeds is beyond a 2-core machine). Every defense at its packaged defaults;
 # robust twice: Krum (the default) and trimmed mean.
 # Run from the repository root with the data in ../shared/data. Snapshots are deleted once
-# a seed is attacked (results stay). Long (about 8 minutes a seed and setting on 2 cores): if
+# a seed is attacked (results stay). Long (4-8 minutes a seed and setting on 2 idle cores,
+# DP-SGD and SecAgg+ longer; 20,637 s in all with other jobs beside it): if
 # it is killed, run it again with MODE=--resume to keep what is done.
 set -euo pipefail
 OUT=${OUT:-results/defenses}
