@@ -271,5 +271,5 @@ def train_federated(cfg: Config, training: Training, data: Data, split: Split,
             else:
                 run_federation(initial_arrays=resume.init, **common)
         finally:  # the rounds done stay on disk for a resume, whatever stopped the run
-            store.flush()
+            store.close()
     return measure_training(cfg, data, split, store, failures_path)

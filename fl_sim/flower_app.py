@@ -189,7 +189,7 @@ def _federation(grid: Grid, cfg, training, data, split, run_dir: Path) -> list[s
                                  train_config=ConfigRecord({RUN_DIR_KEY: str(run_dir), PLAN_KEY: name}),
                                  evaluate_fn=evaluate_fn)
             finally:  # the rounds done stay on disk for a resume, whatever stopped the run
-                p.store.flush()
+                p.store.close()
         result = measure_training(run_cfg, data, split, p.store, p.failures_path)  # raises if rounds are missing
         LOG.info("Flower runtime: %s: train accuracy %.3f, test accuracy %.3f, %d failures", name,
                  result["train_acc"], result["test_acc"], len(result["failures"]))

@@ -89,13 +89,18 @@ class SnapshotStore:
         # and flush() waits for the queue. Bounded, so a slow disk slows rounds, not memory.
         self._jobs: queue.Queue | None = queue.Queue(maxsize=16) if background else None
         self._failed: BaseException | None = None
+        self._thread: threading.Thread | None = None
         if self._jobs is not None:
-            threading.Thread(target=self._work, name=f"snapshots-{self.dir.name}", daemon=True).start()
+            self._thread = threading.Thread(target=self._work, name=f"snapshots-{self.dir.name}", daemon=True)
+            self._thread.start()
 
     # ------------------------------------------------------------ background writes
     def _work(self) -> None:
         while True:
             job = self._jobs.get()
+            if job is None:  # close(): the queue is empty, stop the thread
+                self._jobs.task_done()
+                return
             try:
                 if self._failed is None:
                     job()
@@ -121,6 +126,18 @@ class SnapshotStore:
         if self._jobs is not None:
             self._jobs.join()
             self._raise_failed()
+
+    def close(self) -> None:
+        """Flush, then stop the writer thread: later writes are synchronous. A comparison
+        trains many federations in one process; each would otherwise leave an idle thread."""
+        if self._jobs is not None:
+            jobs = self._jobs
+            try:
+                self.flush()
+            finally:
+                self._jobs = None
+                jobs.put(None)
+                self._thread.join()
 
     # ------------------------------------------------------------ writing
     def _shard(self) -> Path:

@@ -149,3 +149,14 @@ def test_background_write_failure_is_raised_to_the_caller(tmp_path, monkeypatch)
     monkeypatch.undo()
     store.put(2, None, "global", _arrays(2.0))  # the store goes on after the error was raised
     assert store.rounds("global") == [2]
+
+
+def test_closing_a_background_store_writes_everything_and_stops_its_thread(tmp_path):
+    import threading
+
+    store = SnapshotStore(tmp_path, background=True)
+    store.put(1, None, "global", _arrays(1.0))
+    store.close()
+    assert store.rounds("global") == [1]
+    assert not any(t.name == f"snapshots-{tmp_path.name}" and t.is_alive() for t in threading.enumerate())
+    assert store.put(2, None, "global", _arrays(2.0)) is not None  # synchronous from now on
