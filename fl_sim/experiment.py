@@ -70,8 +70,10 @@ def _train(cfg: Config, data: Data, split: Split, run_dir: Path, progress: Progr
     resolve_device(cfg.federation.device)   # federation.device=cuda without CUDA: the one-line error now
     if cfg.federation.mode == "federated":
         from fl_sim.defense import inner_strategy
+        from fl_sim.federation import quiet_flwr
 
-        inner_strategy(cfg)   # strategy options Flower does not take: the one-line error now
+        with quiet_flwr():  # Flower warns about settings fl-sim chose (fraction_evaluate=0)
+            inner_strategy(cfg)   # strategy options Flower does not take: the one-line error now
     if cfg.federation.mode != "federated":
         from fl_sim.standalone import run_standalone
 

@@ -91,15 +91,18 @@ class SnapshotStore:
         self._failed: BaseException | None = None
         self._thread: threading.Thread | None = None
         if self._jobs is not None:
-            self._thread = threading.Thread(target=self._work, name=f"snapshots-{self.dir.name}", daemon=True)
+            self._thread = threading.Thread(target=self._work, args=(self._jobs,),
+                                            name=f"snapshots-{self.dir.name}", daemon=True)
             self._thread.start()
 
     # ------------------------------------------------------------ background writes
-    def _work(self) -> None:
+    def _work(self, jobs: queue.Queue) -> None:
+        # the queue is the thread's own reference: close() detaches it from the store
+        # (later writes are synchronous) before this thread takes the stop signal
         while True:
-            job = self._jobs.get()
+            job = jobs.get()
             if job is None:  # close(): the queue is empty, stop the thread
-                self._jobs.task_done()
+                jobs.task_done()
                 return
             try:
                 if self._failed is None:
@@ -107,7 +110,7 @@ class SnapshotStore:
             except BaseException as e:  # re-raised in the caller's thread by flush()
                 self._failed = e
             finally:
-                self._jobs.task_done()
+                jobs.task_done()
 
     def _submit(self, job) -> None:
         if self._jobs is None:
