@@ -133,25 +133,36 @@ def _cmd_run(args) -> int:
 
 def _epoch_list(text: str) -> list[int]:
     try:
-        epochs = [int(e) for e in text.split(",") if e.strip()]
+        epochs = [int(e) for e in text.split(",")]
     except ValueError:
         raise FlSimError(f"epochs {text!r}: expected comma-separated round numbers") from None
-    if not epochs:
-        raise FlSimError(f"epochs {text!r}: empty")
+    if len(set(epochs)) != len(epochs):
+        raise FlSimError(f"epochs {text!r}: a round is given twice")
     return epochs
 
 
 def _cmd_compare(args) -> int:
     from fl_sim.compare import run_compare
-    from fl_sim.config import load_config
+    from fl_sim.config import MAX_SEED, load_config
 
-    names = [n.strip() for n in args.attacks.split(",") if n.strip()]
+    names = [n.strip() for n in args.attacks.split(",")]
+    if not all(names):
+        raise FlSimError(f"--attacks {args.attacks!r}: give attack names separated by single commas")
+    if any(o.split("=", 1)[0].strip() == "attack.names" for o in args.overrides):
+        raise FlSimError("compare: give the attacks with --attacks, not --set attack.names")
     cfg = load_config(args.config, args.overrides + [f"attack.names={json.dumps(names)}"])
     if args.seeds < 1:
         raise FlSimError(f"--seeds {args.seeds}: must be at least 1")
+    if cfg.seed + args.seeds - 1 > MAX_SEED:
+        raise FlSimError(f"--seeds {args.seeds} from seed {cfg.seed}: the last seed passes {MAX_SEED}")
+    for flag in ("defenses", "sweep"):
+        if getattr(args, flag) is not None and not getattr(args, flag).strip():
+            raise FlSimError(f"--{flag}: empty; leave the flag out, or give a list")
     if args.resume and not args.out:
         raise FlSimError("--resume: give the comparison's --out")
     epoch_sets = [_epoch_list(es) for es in args.epoch_sets]
+    if len({tuple(sorted(es)) for es in epoch_sets}) != len(epoch_sets):
+        raise FlSimError("--epoch-sets: the same set is given twice")
     for es in epoch_sets:
         bad = [e for e in es if not 1 <= e <= cfg.federation.rounds]
         if bad:
@@ -231,10 +242,10 @@ def _cmd_attack(args) -> int:
 
 def _cmd_validate(args) -> int:
     from fl_sim.config import load_config
-    from fl_sim.target import check_names
+    from fl_sim.experiment import preflight
 
     cfg = load_config(args.config, args.overrides)
-    check_names(cfg)
+    preflight(cfg)  # all that run checks before it trains
     print(f"{args.config}: ok ({cfg.data.name}, {cfg.model.name}, "
           f"{cfg.federation.participants} participants, {cfg.federation.rounds} rounds, "
           f"attacks: {', '.join(cfg.attack.names) or 'none'})")

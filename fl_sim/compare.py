@@ -22,7 +22,7 @@ from fl_sim.experiment import reattack, run_experiment
 from fl_sim.federated import keep_rounds
 from fl_sim.io import atomic_write_bytes, read_json, write_json
 from fl_sim.report import on_victim
-from fl_sim.rundir import prepare_run_dir
+from fl_sim.rundir import holds_only_marker, prepare_run_dir
 from fl_sim.target import check_names
 
 
@@ -170,6 +170,11 @@ def resumed_seed(cfg: Config, run_dir: Path, progress: bool, passive_from: Path 
     """One seed of a resumed comparison: its results when complete, the rest of a killed
     run, or a fresh run where nothing was started."""
     if not (run_dir / "config.yaml").is_file():
+        if run_dir.is_symlink() or run_dir.exists() and not (holds_only_marker(run_dir) or (
+                run_dir.is_dir() and not any(run_dir.iterdir()))):
+            # never replace what cannot be read: it may hold results fl-sim did not write
+            raise FlSimError(f"--resume: {run_dir} exists but is not a run directory fl-sim can read "
+                             "(no config.yaml); move it away, then resume again")
         return run_experiment(cfg, run_dir, overwrite=True, progress=progress, passive_from=passive_from)
     if (run_dir / "config.yaml").read_text() != dump_config(cfg):
         raise FlSimError(f"--resume: {run_dir} was run with another config; resume with the same "
@@ -184,9 +189,12 @@ def open_out(out: Path, overwrite: bool, resume: bool) -> Path:
     if resume:
         if overwrite:
             raise FlSimError("--resume and --overwrite: give one of them")
-        Path(out).mkdir(parents=True, exist_ok=True)
+        if Path(out).exists() and not Path(out).is_dir():
+            raise FlSimError(f"--resume {out}: a file, not a comparison directory")
+        if not Path(out).is_dir():
+            return prepare_run_dir(out, kind="comparison")
         return Path(out)
-    return prepare_run_dir(out, overwrite=overwrite)
+    return prepare_run_dir(out, overwrite=overwrite, kind="comparison")
 
 
 def prune_snapshots(run_dir: Path, keep: str) -> None:

@@ -72,11 +72,18 @@ class FederationConfig(_Section):
     fail: dict[int, list[int]] = Field(default_factory=dict)  # test-only: round -> participants that raise
     record_received: bool = False  # every participant records the model it receives (audits)
 
-    @field_validator("lr")
+    @field_validator("lr", "num_cpus", "num_gpus", "round_timeout_s", "weight_decay")
     @classmethod
-    def _finite_lr(cls, v: float) -> float:
-        if not math.isfinite(v):
+    def _finite_lr(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
             raise ValueError("must be finite")
+        return v
+
+    @field_validator("keep_rounds")
+    @classmethod
+    def _kept_rounds(cls, v):
+        if isinstance(v, list) and (not v or len(set(v)) != len(v)):
+            raise ValueError("give a non-empty list of distinct rounds, 'all' or 'attack'")
         return v
 
 
@@ -134,11 +141,22 @@ class AttackConfig(_Section):
                 raise ValueError(f"unknown attack {n!r}; valid: {', '.join(valid)}")
         return v
 
-    @field_validator("network_inputs")
+    @field_validator("network_inputs", "names", "output_layers")
     @classmethod
     def _unique_inputs(cls, v: list[str]) -> list[str]:
         if len(set(v)) != len(v):
-            raise ValueError(f"lists an input twice: {v}")
+            raise ValueError(f"lists an entry twice: {v}")
+        return v
+
+    @field_validator("epochs", "ascent_rounds", "isolate_rounds", "victims", "layers")
+    @classmethod
+    def _nonempty_unique(cls, v):
+        # an empty list would silently mean "the default rule" (None) or nothing at all
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("empty list: leave the key out for the default")
+            if len(set(v)) != len(v):
+                raise ValueError(f"lists an entry twice: {v}")
         return v
 
     @field_validator("gamma")
@@ -213,8 +231,13 @@ class OutputConfig(_Section):
     dir: str | None = None  # None: runs/<timestamp>-<dataset>-<model>
 
 
+# numpy's SeedSequence-free generators (np.random.seed) take 0..2**32 - 1; torch takes more.
+# A comparison uses seed, seed + 1, ...: compare checks its last seed against this too
+MAX_SEED = 2**32 - 1
+
+
 class Config(_Section):
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     federation: FederationConfig = Field(default_factory=FederationConfig)
@@ -339,6 +362,65 @@ def _format_validation_error(err: ValidationError) -> str:
     return f"{loc}: {msg}{more}" if loc != "config" else f"{msg}{more}"
 
 
+MAX_YAML_DEPTH = 32           # configs are a few levels deep; 20,000 levels ran Python out of stack
+MAX_CONFIG_BYTES = 1 << 20    # a config is a few kB; anything larger is not one
+
+
+class _Refused(yaml.YAMLError):
+    def __init__(self, problem: str, mark=None):
+        super().__init__(problem)
+        self.problem, self.problem_mark = problem, mark
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """Safe YAML, stricter for configs: no aliases (five nested aliases expanded a config
+    into megabytes), nesting bounded, a key given twice in one mapping refused (YAML keeps
+    the last one silently)."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise _Refused("YAML aliases (*name) are not accepted in a config", self.peek_event().start_mark)
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise _Refused(f"nested more than {MAX_YAML_DEPTH} levels deep", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: SafeLoader's own error follows
+                continue
+            if duplicate:
+                raise _Refused(f"key {key!r} is given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(text: str, source: str) -> Any:
+    """Parse ``text`` with the config loader; ConfigError naming ``source`` (and the line)."""
+    try:
+        return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 -- a SafeLoader subclass
+    except _Refused as e:
+        where = f" at line {e.problem_mark.line + 1}" if e.problem_mark else ""
+        raise ConfigError(f"{source}: {e.problem}{where}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{source}: YAML does not parse{where}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: nested too deeply") from None
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
     """Parse one ``key.sub=value`` override; the value is read as YAML (so lists work)."""
     if "=" not in item:
@@ -348,9 +430,11 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not key or any(not p.isidentifier() for p in key.split(".")):
         raise ConfigError(f"--set {item!r}: malformed key {key!r}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML") from None
+        value = read_yaml(raw, f"--set {key}") if raw.strip() else ""
+    except ConfigError as e:
+        if "does not parse" in str(e):
+            raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML") from None
+        raise
     return key.split("."), value
 
 
@@ -371,23 +455,30 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
         source = "packaged default"
     else:
         p = Path(path)
-        if not p.is_file():
+        if not p.exists():
             raise ConfigError(f"config file not found: {p}")
+        if p.is_dir():
+            raise ConfigError(f"config {p} is a directory; give a YAML file")
+        if not p.is_file():  # a FIFO or a device would block or never end
+            raise ConfigError(f"config {p} is not a regular file")
+        if p.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config {p} is larger than {MAX_CONFIG_BYTES >> 20} MiB; not a config")
         try:
             text = p.read_text()
         except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"cannot read config {p}: {e}") from None
+            raise ConfigError(f"cannot read config {p}: {getattr(e, 'strerror', None) or e}") from None
         source = str(p)
-    try:
-        tree = yaml.safe_load(text) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{source}: YAML does not parse{where}") from None
+    tree = read_yaml(text, source) or {}
     if not isinstance(tree, dict):
         raise ConfigError(f"{source}: top level must be a mapping of sections")
+    given: list[list[str]] = []
     for item in overrides:
         keys, value = parse_override(item)
+        for other in given:  # the same key twice, or a section and a key inside it
+            if keys[:len(other)] == other or other[:len(keys)] == keys:
+                raise ConfigError(f"--set {'.'.join(keys)} is given twice (or inside --set "
+                                  f"{'.'.join(other)}); give each key once")
+        given.append(keys)
         _apply(tree, keys, value, item)
     return config_from_dict(tree, source)
 

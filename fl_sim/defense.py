@@ -33,6 +33,65 @@ STRATEGIES = {"fedavg": "FedAvg", "fedprox": "FedProx", "fedavgm": "FedAvgM", "f
               "trimmed_mean": "FedTrimmedAvg", "median": "FedMedian"}
 
 
+# The strategy options a user may set, with the range each must lie in: Flower checks none
+# of them (FedProx took proximal_mu=-1 and diverged; FedAdam took eta="abc" and failed inside
+# a round). (low, high, low_open, high_open); ints where Flower counts participants.
+_REAL, _INT = "a number", "an integer"
+OPTION_RANGES = {
+    "proximal_mu": (_REAL, 0.0, math.inf, False, True),
+    "server_learning_rate": (_REAL, 0.0, math.inf, True, True),
+    "server_momentum": (_REAL, 0.0, 1.0, False, True),
+    "eta": (_REAL, 0.0, math.inf, True, True),
+    "eta_l": (_REAL, 0.0, math.inf, True, True),
+    "beta_1": (_REAL, 0.0, 1.0, False, True),
+    "beta_2": (_REAL, 0.0, 1.0, False, True),
+    "tau": (_REAL, 0.0, math.inf, True, True),
+    "beta": (_REAL, 0.0, 0.5, False, True),
+    "num_malicious_nodes": (_INT, 0, math.inf, False, True),
+    "num_nodes_to_select": (_INT, 1, math.inf, False, True),
+}
+
+
+def _check_option(name: str, value, strategy: str) -> None:
+    kind, low, high, low_open, high_open = OPTION_RANGES[name]
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    if kind == _INT and not is_int or kind == _REAL and not (is_int or isinstance(value, float)):
+        raise ConfigError(f"federation.strategy_options.{name}={value!r}: {strategy} needs {kind}")
+    if not math.isfinite(value) or value < low or value > high or (low_open and value == low) or (
+            high_open and value == high):
+        lo, hi = ("(" if low_open else "[") + f"{low:g}", f"{high:g}" + (")" if high_open else "]")
+        raise ConfigError(f"federation.strategy_options.{name}={value!r}: outside {lo}, {hi}")
+
+
+def check_strategy(cfg: Config, known: set[str]) -> dict:
+    """The strategy options, checked: names the Flower class takes and fl-sim leaves to the
+    user (the participants per round, the reply keys and the metric hooks are fl-sim's),
+    types and ranges, and what the robust strategies need of the participant count."""
+    name, n = cfg.federation.strategy, cfg.federation.participants
+    options = dict(cfg.federation.strategy_options)
+    settable = sorted(known & set(OPTION_RANGES))
+    for key in sorted(options):
+        if key not in known:
+            raise ConfigError(f"federation.strategy_options: {key} not taken by Flower's "
+                              f"{STRATEGIES[name]} (it takes {', '.join(settable) or 'no options'})")
+        if key not in OPTION_RANGES:
+            raise ConfigError(f"federation.strategy_options: {key} is set by fl-sim, not by the config "
+                              f"(settable for {name}: {', '.join(settable) or 'none'})")
+        _check_option(key, options[key], name)
+    if name in ("krum", "multikrum"):
+        f = options.setdefault("num_malicious_nodes", cfg.defense.byzantine)
+        if n < f + 3:  # Krum scores each upload by its n - f - 2 nearest others
+            raise ConfigError(f"federation.strategy={name} with {f} malicious participant(s) needs at least "
+                              f"{f + 3} participants, not {n}")
+        if name == "multikrum" and options.get("num_nodes_to_select", 1) > n - f:
+            raise ConfigError(f"federation.strategy_options.num_nodes_to_select={options['num_nodes_to_select']}: "
+                              f"at most participants - malicious = {n - f}")
+    if name == "trimmed_mean" and int(options.get("beta", 0.2) * n) == 0:
+        raise ConfigError(f"federation.strategy_options.beta={options.get('beta', 0.2)} trims nobody among "
+                          f"{n} participants")
+    return options
+
+
 def inner_strategy(cfg: Config):
     """The learning algorithm (Message API): ``federation.strategy`` with its options, or the
     robust aggregator of the ``robust`` defense. Every participant trains every round (the
@@ -46,13 +105,7 @@ def inner_strategy(cfg: Config):
     common = {"fraction_evaluate": 0.0, "min_available_nodes": n, "min_train_nodes": n}
     if "robust" not in d.parts():
         cls = getattr(flwr_strategies, STRATEGIES[cfg.federation.strategy])
-        options = dict(cfg.federation.strategy_options)
-        known = set(inspect.signature(cls.__init__).parameters) - {"self"}
-        if unknown := sorted(set(options) - known):
-            raise ConfigError(f"federation.strategy_options: {', '.join(unknown)} not taken by Flower's "
-                              f"{cls.__name__} (it takes {', '.join(sorted(known - set(common)))})")
-        if cls.__name__ in ("Krum", "MultiKrum"):
-            options.setdefault("num_malicious_nodes", d.byzantine)
+        options = check_strategy(cfg, set(inspect.signature(cls.__init__).parameters) - {"self"})
         try:
             return cls(**common, **options)
         except (TypeError, ValueError) as e:

@@ -16,17 +16,17 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from fl_sim.compare import federations_of, mean_std, open_out, rotating, run_seeds
-from fl_sim.config import Config, config_from_dict
+from fl_sim.config import Config, config_from_dict, read_yaml
 from fl_sim.errors import ConfigError
+from fl_sim.experiment import preflight
 from fl_sim.io import atomic_write_bytes, write_json
+from fl_sim.rundir import safe_name
 from fl_sim.target import check_names
 
 
@@ -36,25 +36,34 @@ def parse_defenses(cfg: Config, spec: str) -> list[tuple[str, Config]]:
     items = [i.strip() for i in spec.split(",") if i.strip()]
     if not items:
         raise ConfigError("--defenses: give at least one defense, e.g. none,dp_sgd")
+    if len(items) != len(spec.split(",")):
+        raise ConfigError(f"--defenses {spec!r}: an empty entry between commas")
     out = []
     for item in items:
         name, *params = item.split(":")
         tree = cfg.model_dump(mode="json")
         tree["defense"]["name"] = name.strip()
+        given = set()
         for p in params:
             key, sep, raw = p.partition("=")
-            if not sep or not key.strip().isidentifier():
+            key = key.strip()
+            if not sep or not key.isidentifier():
                 raise ConfigError(f"--defenses {item!r}: expected NAME:key=value:...")
-            tree["defense"][key.strip()] = yaml.safe_load(raw)
+            if key == "name":  # the setting's label must say what runs
+                raise ConfigError(f"--defenses {item!r}: the defense is named before the first ':', not as name=")
+            if key in given:
+                raise ConfigError(f"--defenses {item!r}: {key} is given twice")
+            given.add(key)
+            tree["defense"][key] = read_yaml(raw, f"--defenses {item}: {key}") if raw.strip() else ""
         out.append((item, config_from_dict(tree, f"--defenses {item}")))
-    if len({label for label, _ in out}) != len(out):
+    if len({label for label, _ in out}) != len(out) or len({slug(label) for label, _ in out}) != len(out):
         raise ConfigError("--defenses names a setting twice")
     return out
 
 
 def slug(label: str) -> str:
     """A file-name-safe directory name of a defense setting."""
-    return re.sub(r"[^A-Za-z0-9_.+=-]", "_", label.replace(":", "__"))
+    return safe_name(label)
 
 
 def _cell_values(per_seed: list[dict], attack: str) -> dict:
@@ -162,6 +171,8 @@ def run_defense_compare(cfg: Config, spec: str, seeds: int, out: str | Path | No
     """Every defense setting of ``spec`` over ``seeds`` seeds into ``out``; returns ``out``."""
     check_names(cfg)
     settings = parse_defenses(rotating(cfg), spec)
+    for _, c in settings:  # every setting, before the first one trains
+        preflight(c)
     out = Path(out or f"runs/defenses-{time.strftime('%Y%m%d-%H%M%S')}-{cfg.data.name}-{cfg.model.name}")
     open_out(out, overwrite, resume)
     t0 = time.time()

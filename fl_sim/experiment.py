@@ -27,13 +27,33 @@ from fl_sim.target import Data, check_names, load_data, make_run_split
 from fl_sim.training import resolve_device
 
 
+def preflight(cfg: Config) -> None:
+    """Everything ``run`` checks before it trains, without training: names, the device, the
+    strategy and its options against Flower's class, the data files. ``validate``, ``run``
+    (before the run directory exists), and sweeps and defense matrices (for every value
+    before the first one trains) call it. ConfigError / DataError, one line."""
+    from fl_sim.data import locate_dataset
+
+    check_names(cfg)
+    resolve_device(cfg.federation.device)
+    if cfg.federation.mode == "federated":
+        from fl_sim.defense import inner_strategy
+        from fl_sim.federation import quiet_flwr
+
+        with quiet_flwr():  # Flower warns about settings fl-sim chose (fraction_evaluate=0)
+            inner_strategy(cfg)
+    locate_dataset(cfg.data.name, cfg.data.root, **cfg.data.options)
+
+
 def open_run(cfg: Config | None, out, overwrite: bool, resume: bool) -> tuple[Config, Path]:
     """The run directory, new (with ``cfg`` saved as config.yaml) or resumed (with its own
     config); also what the Flower-runtime ServerApp (fl_sim.flower_app) opens."""
     if resume:
         run_dir = prepare_run_dir(Path(out), resume=True)
-        return load_config(run_dir / "config.yaml"), run_dir
-    check_names(cfg)
+        cfg = load_config(run_dir / "config.yaml")
+        preflight(cfg)
+        return cfg, run_dir
+    preflight(cfg)
     run_dir = Path(out or cfg.output.dir or default_run_dir(cfg.data.name, cfg.model.name))
     prepare_run_dir(run_dir, overwrite=overwrite)
     atomic_write_bytes(run_dir / "config.yaml", dump_config(cfg).encode())
@@ -67,13 +87,6 @@ def _train(cfg: Config, data: Data, split: Split, run_dir: Path, progress: Progr
            timing: dict) -> tuple[dict, dict]:
     """The trainings the attacks need; returns (target accuracies, per-training results)."""
     trainings = catalog.trainings_needed(cfg.attack.names, cfg.federation.mode)
-    resolve_device(cfg.federation.device)   # federation.device=cuda without CUDA: the one-line error now
-    if cfg.federation.mode == "federated":
-        from fl_sim.defense import inner_strategy
-        from fl_sim.federation import quiet_flwr
-
-        with quiet_flwr():  # Flower warns about settings fl-sim chose (fraction_evaluate=0)
-            inner_strategy(cfg)   # strategy options Flower does not take: the one-line error now
     if cfg.federation.mode != "federated":
         from fl_sim.standalone import run_standalone
 

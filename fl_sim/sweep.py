@@ -15,13 +15,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from fl_sim.compare import federations_of, mean_std, open_out, rotating, run_seeds
-from fl_sim.config import Config, config_from_dict
+from fl_sim.config import Config, config_from_dict, read_yaml
 from fl_sim.errors import ConfigError
+from fl_sim.experiment import preflight
 from fl_sim.io import atomic_write_bytes, write_json
 from fl_sim.report import on_victim
+from fl_sim.rundir import safe_name
 from fl_sim.target import check_names
 
 # attack settings the passive federation does not read (only the active ones and the attack
@@ -41,15 +42,20 @@ def parse_sweep(cfg: Config, spec: str) -> tuple[str, list, list[Config]]:
     parts = key.split(".")
     if len(parts) < 2 or any(not p.isidentifier() for p in parts) or key == "seed":
         raise ConfigError(f"--sweep {key!r}: expected a config key such as attack.gamma")
+    if parts[0] == "output":  # each value's runs go to <out>/<key>=<value>/, nowhere else
+        raise ConfigError(f"--sweep {key}: the output keys cannot be swept")
     # values holding commas themselves (lists: attack.isolate_rounds=[23,24];[35,36]) are
     # separated by semicolons
     sep = ";" if ";" in raw or "[" in raw else ","
-    try:
-        values = [yaml.safe_load(v) for v in raw.split(sep) if v.strip()]
-    except yaml.YAMLError as e:
-        raise ConfigError(f"--sweep {key}: cannot read the values {raw!r} ({type(e).__name__})") from None
+    texts = raw.split(sep)
+    if any(not v.strip() for v in texts) and len(texts) > 1:
+        raise ConfigError(f"--sweep {key}: an empty value in {raw!r}")
+    values = [read_yaml(v, f"--sweep {key}: value {v.strip()!r}") for v in texts if v.strip()]
     if len(values) < 2:
         raise ConfigError(f"--sweep {key}: give at least two values")
+    labels = [value_dir(key, v) for v in values]
+    if len(set(labels)) != len(labels) or len({repr(v) for v in values}) != len(values):
+        raise ConfigError(f"--sweep {key}: a value is given twice in {raw!r}")
     configs = []
     for v in values:
         tree = cfg.model_dump(mode="json", exclude_unset=False)
@@ -71,6 +77,11 @@ def value_label(value) -> str:
     if isinstance(value, list) and len(value) > 4:
         return f"{value[0]}-{value[-1]}({len(value)})"
     return str(value).replace(" ", "")
+
+
+def value_dir(key: str, value) -> str:
+    """The directory name of one swept value (its label, made file-name-safe)."""
+    return safe_name(f"{key}={value_label(value)}")
 
 
 def sweep_rows(key: str, values: list, per_value: list[list[dict]], attacks: list[str]) -> list[dict]:
@@ -138,10 +149,12 @@ def run_sweep(cfg: Config, spec: str, seeds: int, out: str | Path | None, *,
               resume: bool = False) -> Path:
     check_names(cfg)
     key, values, configs = parse_sweep(rotating(cfg), spec)
+    for c in configs:  # every value, before the first one trains
+        preflight(c)
     out = Path(out or f"runs/sweep-{time.strftime('%Y%m%d-%H%M%S')}-{key}")
     open_out(out, overwrite, resume)
     t0 = time.time()
-    dirs = [out / f"{key}={value_label(v)}" for v in values]
+    dirs = [out / value_dir(key, v) for v in values]
     # the passive federation does not depend on these keys: train it once per seed
     share = dirs[0] if key in SHARES_PASSIVE and keep_snapshots != "none" else None
     per_value = [run_seeds(c, seeds, d, progress, keep_snapshots, resume, share if i else None)

@@ -7,7 +7,7 @@ See ``registry.py`` for the names and file layouts, ``cache.py`` for the parse-o
 """
 
 from .cache import cache_dir, cached_arrays
-from .registry import Dataset, dataset_names, dataset_status, default_data_root, load_dataset
+from .registry import Dataset, dataset_names, dataset_status, default_data_root, load_dataset, locate_dataset
 
 __all__ = [
     "Dataset",
@@ -17,4 +17,5 @@ __all__ = [
     "dataset_status",
     "default_data_root",
     "load_dataset",
+    "locate_dataset",
 ]

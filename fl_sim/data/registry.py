@@ -220,13 +220,10 @@ def dataset_status(root: str | Path | None = None) -> list[dict]:
     return out
 
 
-def load_dataset(name: str, root: str | Path | None = None, **options) -> Dataset:
-    """Load dataset ``name`` from ``root`` (default: ``default_data_root()``).
-
-    Common option: ``subset=N`` keeps N deterministic records (which ones depends on the
-    dataset; see its loader). Unknown names, unknown options, and missing, truncated or
-    malformed files raise DataError with a one-line message.
-    """
+def locate_dataset(name: str, root: str | Path | None = None, **options) -> tuple[Path | None, dict]:
+    """Check ``name``'s options and find its files without reading them: (the file or
+    directory found, None for bundled data; the loader's options). DataError, one line,
+    when the options are unknown or the files are not there."""
     spec = _spec(name)
     unknown = sorted(set(options) - set(spec.options))
     if unknown:
@@ -249,9 +246,21 @@ def load_dataset(name: str, root: str | Path | None = None, **options) -> Datase
         if found is None:
             looked = " (or ".join(str(c) for c in cands) + ")" * (len(cands) - 1)
             raise fail(name, "file not found", looked, spec.format)
+    opts.pop("path", None)
+    return found, opts
+
+
+def load_dataset(name: str, root: str | Path | None = None, **options) -> Dataset:
+    """Load dataset ``name`` from ``root`` (default: ``default_data_root()``).
+
+    Common option: ``subset=N`` keeps N deterministic records (which ones depends on the
+    dataset; see its loader). Unknown names, unknown options, and missing, truncated or
+    malformed files raise DataError with a one-line message.
+    """
+    found, opts = locate_dataset(name, root, **options)
+    spec = _spec(name)
     module, fn = spec.loader.split(":")
     loader = getattr(importlib.import_module(f"{__package__}.{module}"), fn)
-    opts.pop("path", None)
     return loader(spec, found, **opts)
 
 

@@ -35,13 +35,40 @@ def regenerate(path: str | Path) -> tuple[str, list[str]]:
     Returns (what it was: "run" or "comparison", the figure files drawn)."""
     path = Path(path)
     if (path / "results.json").is_file():
-        try:
-            results = read_json(path / "results.json")
-        except ValueError as e:
-            raise FlSimError(f"{path}/results.json does not parse: {e}") from None
-        return "run", write_report(path, results)
+        results = _read(path / "results.json")
+        missing = [k for k in RESULT_KEYS if not isinstance(results, dict) or k not in results]
+        if missing:
+            raise FlSimError(f"{path}/results.json is not an fl-sim results file (no {', '.join(missing)})")
+        return "run", _malformed_is_bad_input(path / "results.json", write_report, path, results)
     if (path / "compare.json").is_file():
         from fl_sim.report.comparison import write_comparison_report
 
-        return "comparison", write_comparison_report(path)
+        _read(path / "compare.json")
+        return "comparison", _malformed_is_bad_input(path / "compare.json", write_comparison_report, path)
     raise FlSimError(f"{path}: not a complete run or comparison directory (no results.json or compare.json)")
+
+
+# what every results.json since the first release holds (the report reads them all)
+RESULT_KEYS = ("dataset", "model", "seed", "target", "attacks")
+
+
+def _read(path: Path):
+    try:
+        return read_json(path)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise FlSimError(f"{path} does not parse: {str(e).splitlines()[0]}") from None
+    except OSError as e:
+        raise FlSimError(f"{path} cannot be read: {e.strerror or e}") from None
+
+
+def _malformed_is_bad_input(source: Path, fn, *args):
+    """The report of files a user may have edited or received: a field of the wrong shape
+    is a one-line error naming the file, not a traceback (the report code trusts the shape
+    fl-sim writes)."""
+    try:
+        return fn(*args)
+    except FlSimError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        raise FlSimError(f"{source} (or a file it names) is malformed: {type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''}") from None

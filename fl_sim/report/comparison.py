@@ -70,7 +70,11 @@ def _defense_of(seed_dir: Path) -> str:
 def load_comparison(out_dir: Path) -> ComparisonView:
     out_dir = Path(out_dir)
     meta = read_json(out_dir / "compare.json")
-    seed_dirs = [out_dir / f"seed-{s}" for s in meta.get("seeds", [])]
+    seeds = meta.get("seeds", []) if isinstance(meta, dict) else None
+    # the seed directories' names come from the file: integers only, so none leaves out_dir
+    if not isinstance(seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise FlSimError(f"{out_dir}/compare.json: 'seeds' must be a list of integers")
+    seed_dirs = [out_dir / f"seed-{s}" for s in seeds]
     missing = [d.name for d in seed_dirs if not (d / "results.json").is_file()]
     if missing or not seed_dirs:
         raise FlSimError(f"{out_dir}: comparison without the results of {', '.join(missing) or 'any seed'}")
