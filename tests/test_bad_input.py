@@ -218,6 +218,8 @@ def _safety_cases(tmp, home, work):
         (["validate", str(REPO / "configs" / "default.yaml"), "--set", "data.name=location30",
           "--set", f"data.root={tmp / 'none'}"], "location30", [], []),
         (["validate", str(REPO / "configs" / "default.yaml"), "--set", "model.name=vgg99"], "vgg99", [], []),
+        (["validate", str(REPO / "configs" / "default.yaml"), "--set", "model.name=alexnet"], "widths", [], []),
+        (["run", "--set", f"federation.num_cpus={(os.cpu_count() or 1) * 4}"], "num_cpus", [], []),
         # nothing deleted that fl-sim did not create
         (["run", "--out", str(regular)], "is a file", [regular], []),
         (["run", "--out", str(regular), "--overwrite"], "is a file", [regular], []),
