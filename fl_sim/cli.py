@@ -6,6 +6,7 @@ fl-sim attack RUN_DIR [--set attack.key=value ...] [--epochs LIST ...]
 fl-sim report RUN_DIR
 fl-sim validate CONFIG
 fl-sim datasets [--root DIR]
+fl-sim list attacks|defenses|models|datasets|strategies
 
 Bad input (config, data path, flag) prints one line on stderr and exits with status 2.
 """
@@ -29,25 +30,68 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_BAD_INPUT)
 
 
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Each flag's default after its help (unless the help says it, or there is none to
+    show); examples (the epilog) kept as written."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, [], argparse.SUPPRESS):
+            return text
+        return text + " (default: %(default)s)"
+
+
+_SET_HELP = ("override one config key (a YAML value), e.g. --set federation.rounds=20 or "
+             "--set 'attack.names=[global_passive]'; repeat for more keys (each key once)")
+_CONFIG_HELP = "YAML config; keys left out take their defaults (none: the packaged default)"
+_LISTS = ("attacks", "defenses", "models", "datasets", "strategies")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fl-sim")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
+def _sub(sub, name: str, help_: str, examples: str) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=help_, description=help_, formatter_class=_Help,
+                          epilog="examples:\n" + examples)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="fl-sim", description="Membership-inference audits of simulated "
-                "federated learning (Flower + Ray).")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+                "federated learning (Flower + Ray).", formatter_class=_Help,
+                epilog="examples:\n  fl-sim run\n  fl-sim run configs/location30_fc.yaml --set federation.rounds=40\n"
+                       "  fl-sim list attacks\n  fl-sim COMMAND --help")
+    p.add_argument("--version", action="version", version=f"fl-sim {_version()}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
-    r = sub.add_parser("run", help="run one experiment")
-    r.add_argument("config", nargs="?", help="YAML config (default: the packaged default)")
-    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    r.add_argument("--out", help="run directory (default: output.dir or runs/<stamp>-...)")
-    r.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
-    r.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run")
+    r = _sub(sub, "run", "run one experiment: train the federations the attacks need, attack, report",
+             "  fl-sim run\n  fl-sim run configs/location30_fc.yaml --out runs/loc30\n"
+             "  fl-sim run --set 'attack.names=[global_passive,local_passive]' --set seed=3\n"
+             "  fl-sim run --resume runs/loc30")
+    r.add_argument("config", nargs="?", help=_CONFIG_HELP)
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=_SET_HELP)
+    r.add_argument("--out", help="run directory (default: output.dir, else runs/<stamp>-<data>-<model>)")
+    r.add_argument("--overwrite", action="store_true",
+                   help="replace an existing run directory (only one fl-sim created)")
+    r.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from its last complete round")
     _quiet_flags(r)
 
-    c = sub.add_parser("compare", help="passive vs active attacks over seeds (Table X)")
-    c.add_argument("config", nargs="?")
-    c.add_argument("--attacks", required=True, help="comma-separated attack names")
-    c.add_argument("--seeds", type=int, default=3)
-    c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    c.add_argument("--out", required=False)
+    c = _sub(sub, "compare", "passive against active attacks over seeds (the paper's Table X), a sweep "
+             "of one config key, or the defense x attacker matrix",
+             "  fl-sim compare configs/location30_fc.yaml --attacks global_passive,global_isolating --seeds 3\n"
+             "  fl-sim compare --attacks global_gradient_ascent --sweep attack.gamma=1e-5,1e-3\n"
+             "  fl-sim compare --attacks global_passive,local_passive --defenses none,dp_sgd:noise_multiplier=0.5\n"
+             "  fl-sim compare ... --out runs/cmp --resume   (the same command, after a kill)")
+    c.add_argument("config", nargs="?", help=_CONFIG_HELP)
+    c.add_argument("--attacks", required=True, help="comma-separated attack names (fl-sim list attacks)")
+    c.add_argument("--seeds", type=int, default=3, help="seeds config.seed, config.seed + 1, ...")
+    c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=_SET_HELP)
+    c.add_argument("--out", required=False, help="comparison directory (default: runs/compare-<stamp>-...)")
     c.add_argument("--epoch-sets", action="append", default=[], metavar="LIST",
                    help="also re-attack each seed with these epochs, e.g. 10,20,30 "
                         "(repeat; tabulated in table_epochs.md, Table XII)")
@@ -62,29 +106,37 @@ def _parser() -> argparse.ArgumentParser:
                    help="the defense x attacker matrix: comma-separated defense settings, e.g. "
                         "none,dp_sgd:noise_multiplier=0.5,secagg+local_dp; writes defenses.md/.csv, "
                         "privacy_utility.png")
-    c.add_argument("--overwrite", action="store_true")
+    c.add_argument("--overwrite", action="store_true",
+                   help="replace an existing comparison directory (only one fl-sim created)")
     c.add_argument("--resume", action="store_true",
                    help="continue a killed comparison in --out with the same command: complete "
                         "seeds are kept, a killed one resumes, the rest run")
     _quiet_flags(c)
 
-    a = sub.add_parser("attack", help="attack a finished run's snapshots again")
-    a.add_argument("run_dir")
-    a.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    a = _sub(sub, "attack", "attack a finished run's snapshots again with other attack settings "
+             "(no retraining)", "  fl-sim attack runs/loc30 --set attack.gradients=matrix\n"
+             "  fl-sim attack runs/loc30 --epochs 20,30,40 --epochs 50,60")
+    a.add_argument("run_dir", help="a complete run directory")
+    a.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override an attack.* key")
     a.add_argument("--epochs", action="append", default=[],
                    help="comma-separated rounds; repeat to compare epoch sets (Table XII)")
-    a.add_argument("--out", help="where to write the table (default RUN_DIR/reattack-*.md)")
+    a.add_argument("--out", help="where to write the table (default: RUN_DIR/reattack.md)")
 
-    rp = sub.add_parser("report", help="rebuild report.md / report.html and the figures of a run "
-                        "or comparison directory from its saved results (no retraining)")
-    rp.add_argument("run_dir")
+    rp = _sub(sub, "report", "rebuild report.md / report.html and the figures of a run or comparison "
+              "directory from its saved results (no retraining)", "  fl-sim report runs/loc30")
+    rp.add_argument("run_dir", help="a run or comparison directory")
 
-    v = sub.add_parser("validate", help="check a config without running it")
-    v.add_argument("config")
-    v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    v = _sub(sub, "validate", "check a config as run would before training (keys, names, strategy "
+             "options, device, data files), without running it", "  fl-sim validate configs/location30_fc.yaml")
+    v.add_argument("config", help="YAML config")
+    v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=_SET_HELP)
 
-    d = sub.add_parser("datasets", help="list datasets and whether their files were found")
-    d.add_argument("--root", help="data root (default: $FL_SIM_DATA_ROOT or ./data)")
+    d = _sub(sub, "datasets", "list datasets and whether their files were found", "  fl-sim datasets --root data")
+    d.add_argument("--root", help="data root (default: $FL_SIM_DATA_ROOT, else ./data)")
+
+    ls = _sub(sub, "list", "list what a config can name, one line each", "  fl-sim list attacks")
+    ls.add_argument("kind", choices=_LISTS, help="what to list")
     return p
 
 
@@ -263,8 +315,36 @@ def _cmd_datasets(args) -> int:
     return 0
 
 
+def _cmd_list(args) -> int:
+    from fl_sim import catalog
+
+    if args.kind == "attacks":
+        import fl_sim.scenarios  # noqa: F401 -- registers the catalog's attacks
+
+        rows = [(n, f"[{', '.join(catalog.get(n).modes)}] {catalog.get(n).summary}") for n in catalog.names()]
+    elif args.kind == "defenses":
+        rows = list(catalog.DEFENSES.items())
+    elif args.kind == "models":
+        from fl_sim.models import model_names, model_options
+
+        rows = [(n, f"options: {', '.join(model_options(n)) or 'none'}") for n in model_names()]
+    elif args.kind == "datasets":
+        from fl_sim.data import dataset_status
+
+        rows = [(s["name"], s["display_name"]) for s in dataset_status()]
+    else:
+        from fl_sim.defense import OPTION_RANGES, STRATEGIES
+
+        rows = [(n, f"Flower's {c}") for n, c in STRATEGIES.items()]
+        rows.append(("(options)", f"federation.strategy_options may set: {', '.join(OPTION_RANGES)}"))
+    width = max(len(n) for n, _ in rows)
+    for name, text in rows:
+        print(f"{name:<{width}}  {' '.join(str(text).split())}")
+    return 0
+
+
 COMMANDS = {"run": _cmd_run, "compare": _cmd_compare, "attack": _cmd_attack, "report": _cmd_report,
-            "validate": _cmd_validate, "datasets": _cmd_datasets}
+            "validate": _cmd_validate, "datasets": _cmd_datasets, "list": _cmd_list}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -277,6 +357,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fl-sim: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into head or a closed pager: nothing left to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as e:
         from fl_sim.federation import FederationError
 

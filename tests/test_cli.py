@@ -62,3 +62,23 @@ def test_validate_and_datasets():
     ds = fl_sim("datasets", "--root", str(repo / "no-such-root"))
     assert ds.returncode == 0
     assert "digits" in ds.stdout and "location30" in ds.stdout and "missing" in ds.stdout
+
+
+def test_version_list_and_help_explain_themselves(capsys):
+    from fl_sim import catalog
+    from fl_sim.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.startswith("fl-sim ")
+    assert main(["list", "attacks"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert listed == catalog.names() and len(listed) > 10
+    for kind, must in (("defenses", "dp_sgd"), ("strategies", "fedprox"), ("models", "alexnet"),
+                       ("datasets", "location30")):
+        assert main(["list", kind]) == 0
+        assert must in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["compare", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: 3)" in text and "(default: all)" in text and "examples:" in text
