@@ -105,4 +105,6 @@ def set_status(run_dir: Path, **fields) -> None:
     p = Path(run_dir) / "status.json"
     status = read_json(p) if p.exists() else {}
     status.update(fields, pid=os.getpid(), updated=time.time())
+    if status.get("state") == "complete":  # nothing left to do: no advice on what to run next
+        status.pop("next", None)
     write_json(p, status)
