@@ -320,7 +320,7 @@ def test_pyproject_declares_the_apps_and_the_fab_holds_the_code_not_the_tests():
     fab, _ = build_fab_from_files({f: REPO / f for f in tracked if (REPO / f).is_file()})
     names = zipfile.ZipFile(io.BytesIO(fab)).namelist()
     assert "fl_sim/flower_app.py" in names and "configs/default.yaml" in names
-    assert not [n for n in names if n.startswith(("tests/", "docs/", "bench/", ".venv/"))]
+    assert not [n for n in names if n.startswith(("tests/", "docs/", "bench/", "deploy/", ".venv/"))]
     assert len(fab) < 2_000_000
 
 
@@ -395,20 +395,26 @@ def test_flower_deployment_superlink_and_4_supernodes(tmp_path):
     print(f"Flower deployment: {time.monotonic() - t0:.0f} s")
 
 
-def _start_superlink(procs: Processes, taken: set[int], timeout_s: float = 120) -> int:
+def _start_superlink(procs: Processes, taken: set[int], timeout_s: float = 120,
+                     security: tuple = ("--insecure",), ca: Path | None = None) -> int:
     """``flower-superlink`` (deployment mode) on a free port; returns the port once it
-    answers (a new port when it lost the one it was given)."""
+    answers (a new port when it lost the one it was given). ``security``: its TLS and
+    authentication arguments; ``ca``: the certificate authority it is checked against
+    (``None``: plain HTTP)."""
+    import ssl
+
     import httpx
 
+    url, verify = ("https", ssl.create_default_context(cafile=str(ca))) if ca else ("http", True)
     for attempt in range(3):
         port = free_port(taken)
         p = procs.start(f"superlink-{attempt}", [
-            BIN / "flower-superlink", "--insecure", "--host", "127.0.0.1", "--port", port,
+            BIN / "flower-superlink", *security, "--host", "127.0.0.1", "--port", port,
             "--disable-runtime-dependency-installation"])
         deadline = time.monotonic() + timeout_s
         while p.poll() is None and time.monotonic() < deadline:
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).is_success:
+                if httpx.get(f"{url}://127.0.0.1:{port}/health", timeout=1, verify=verify).is_success:
                     return port
             except httpx.HTTPError:
                 pass
@@ -418,15 +424,17 @@ def _start_superlink(procs: Processes, taken: set[int], timeout_s: float = 120) 
     pytest.fail(f"flower-superlink did not start\n{procs.tails()}")
 
 
-def _start_supernodes(procs: Processes, port: int, taken: set[int], timeout_s: float = 180) -> None:
+def _start_supernodes(procs: Processes, port: int, taken: set[int], timeout_s: float = 180,
+                      security=lambda i: ["--insecure"]) -> None:
     """One ``flower-supernode`` per participant; returns once each has registered with
-    the SuperLink (one that died, e.g. on a taken port, is started again on another)."""
+    the SuperLink (one that died, e.g. on a taken port, is started again on another).
+    ``security(i)``: participant i's TLS and authentication arguments."""
     nodes = {}
 
     def start(i: int, attempt: int) -> None:
         name = f"supernode{i}-{attempt}"
         nodes[i] = (name, procs.start(name, [
-            BIN / "flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{port}",
+            BIN / "flower-supernode", *security(i), "--superlink", f"127.0.0.1:{port}",
             "--node-config", f"partition-id={i} num-partitions={PARTICIPANTS}",
             "--host", "127.0.0.1", "--port", free_port(taken)]), attempt)
 
