@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fl_sim.errors import SnapshotError
+from fl_sim.errors import RunDirError, SnapshotError
 from fl_sim.snapshots import SnapshotStore
 from tests.conftest import REPO, tiny_config
 
@@ -356,3 +356,100 @@ def test_a_crafted_run_directory_is_one_line_and_nothing_outside_is_touched(tmp_
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "index.json has an entry fl-sim did not write" in err, err
     assert victim.read_bytes() == b"not yours"
+
+
+# ------------------------------------------------------------------ plans and messages
+def _run_with_plan(tmp_path, **change) -> Path:
+    from fl_sim.data import cache_dir
+    from fl_sim.plan import ClientPlan
+
+    run = tmp_path / "run"
+    (run / "plans").mkdir(parents=True)
+    (run / "config.yaml").write_text("seed: 0\n")
+    fields = dict(store_dir=str(run / "snapshots" / "passive"), x_path=str(cache_dir() / "x.npy"),
+                  y_path=str(run / "y.npy"), input_shape=[8], num_classes=2, model_name="fc",
+                  model_options={}, train=[[0]], local_epochs=1, batch_size=1, lr=0.1, momentum=0.0,
+                  weight_decay=0.0, seed=0, threads=1)
+    ClientPlan(**{**fields, **change}).save(run / "plans" / "passive.json")
+    return run
+
+
+@pytest.mark.parametrize("name", ["../passive", "/etc/passwd", "a/b", "..", ".hidden", "", "x\0y"])
+def test_a_plan_name_must_be_a_plain_name(tmp_path, name):
+    from fl_sim.plan import plan_files
+
+    with pytest.raises(RunDirError) as e:
+        plan_files(tmp_path, name)
+    _one_line(e, "plan name")
+
+
+@pytest.mark.parametrize("change, why", [
+    ({"store_dir": "/tmp/elsewhere"}, "store_dir '/tmp/elsewhere' leads out of the run directory"),
+    ({"store_dir": "RUN/../outside"}, "leads out of the run directory"),
+    ({"x_path": "/etc/hosts"}, "x_path '/etc/hosts' is not a .npy file in the run directory"),
+    ({"y_path": "RUN/y.pkl"}, "y_path"),
+])
+def test_a_plan_naming_a_path_outside_the_run_directory_is_refused(tmp_path, change, why):
+    from fl_sim.plan import ClientPlan
+
+    run = tmp_path / "run"
+    run_paths = {k: v.replace("RUN", str(run)) for k, v in change.items()}
+    _run_with_plan(tmp_path, **run_paths)
+    with pytest.raises(RunDirError) as e:
+        ClientPlan.load(run / "plans" / "passive.json")
+    _one_line(e, why)
+
+
+def test_plans_linked_out_of_the_run_directory_are_refused(tmp_path):
+    from fl_sim.plan import ClientPlan
+
+    run = _run_with_plan(tmp_path)
+    ClientPlan.load(run / "plans" / "passive.json")   # the plan as fl-sim writes it is fine
+    (run / "plans").rename(tmp_path / "elsewhere")
+    (run / "plans").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(RunDirError) as e:
+        ClientPlan.load(run / "plans" / "passive.json")
+    _one_line(e, "leads out of the run directory")
+    (tmp_path / "elsewhere" / "bad.json").write_text('{"store_dir": 1}')
+    with pytest.raises(RunDirError) as e:
+        ClientPlan.load(tmp_path / "elsewhere" / "bad.json", tmp_path / "elsewhere")
+    _one_line(e, "is not fl-sim's (no x_path")
+
+
+def _train_message(run_dir: str, plan: str):
+    from flwr.app import ConfigRecord, Message, Metadata, RecordDict
+
+    from fl_sim.records import PLAN_KEY, RUN_DIR_KEY
+
+    return Message(content=RecordDict({"config": ConfigRecord({RUN_DIR_KEY: run_dir, PLAN_KEY: plan})}),
+                   metadata=Metadata(run_id=1, message_id="m", src_node_id=0, dst_node_id=1, reply_to_message_id="",
+                                     group_id="1", created_at=0.0, ttl=600.0, message_type="train"))
+
+
+def _context(**node_config):
+    from flwr.app import Context, RecordDict
+
+    return Context(run_id=1, node_id=1, node_config={"partition-id": 0, **node_config}, state=RecordDict(),
+                   run_config={})
+
+
+def test_a_participant_reads_only_plans_inside_the_run_directory_its_message_names(tmp_path):
+    from clients.participant import plan_of_message
+
+    run = _run_with_plan(tmp_path)
+    assert plan_of_message(_train_message(str(run), "passive"), _context()) == (run / "plans" / "passive.json", {})
+    refused = [
+        ((str(run), "../../etc/passwd"), {}, "plan name"),
+        (("relative/run", "passive"), {}, "not an absolute path"),
+        ((str(tmp_path), "passive"), {}, "not an fl-sim run directory"),
+        ((str(run), "passive"), {"run-root": str(tmp_path / "runs")}, "not inside this node's run-root"),
+    ]
+    for (run_dir, plan), node, why in refused:
+        with pytest.raises(RunDirError) as e:
+            plan_of_message(_train_message(run_dir, plan), _context(**node))
+        _one_line(e, why)
+    assert plan_of_message(_train_message(str(run), "passive"), _context(**{"run-root": str(tmp_path)}))
+    _run_with_plan(tmp_path / "b", store_dir="/tmp")
+    with pytest.raises(RunDirError) as e:
+        plan_of_message(_train_message(str(tmp_path / "b" / "run"), "passive"), _context())
+    _one_line(e, "store_dir '/tmp' leads out of the run directory")
