@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import resource
 import signal
 import subprocess
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fl_sim.errors import RunDirError, SnapshotError
+from fl_sim.errors import DataError, RunDirError, SnapshotError
 from fl_sim.snapshots import SnapshotStore
 from tests.conftest import REPO, tiny_config
 
@@ -453,3 +454,58 @@ def test_a_participant_reads_only_plans_inside_the_run_directory_its_message_nam
     with pytest.raises(RunDirError) as e:
         plan_of_message(_train_message(str(tmp_path / "b" / "run"), "passive"), _context())
     _one_line(e, "store_dir '/tmp' leads out of the run directory")
+
+
+# ------------------------------------------------------------------ pickled data files
+class _Payload:
+    """Unpickling this calls open(path, "w"): what any pickle can do, and worse."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_pickle_nobody_vouched_for_is_never_unpickled(tmp_path, monkeypatch):
+    from fl_sim.data import load_dataset
+    from tests.data_formats import vouch_for, write_cifar10
+
+    monkeypatch.setenv("FL_SIM_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "data"
+    write_cifar10(root, per_batch=2)
+    batches = root / "cifar-10-batches-py"
+    sums = vouch_for(batches, tmp_path / "trusted.sha256")   # the files as they were written
+    ran = tmp_path / "the-pickle-ran"
+    (batches / "data_batch_2").write_bytes(pickle.dumps({"data": _Payload(ran)}, protocol=2))
+    monkeypatch.setenv("FL_SIM_TRUSTED_SHA256", str(sums))
+    with pytest.raises(DataError) as e:
+        load_dataset("cifar10", root)
+    _one_line(e, "data_batch_2 is a pickle", "not the official file", "FL_SIM_TRUSTED_SHA256")
+    assert not ran.exists()
+    # the same data set with the check "off" in its options (as a received config.yaml may say)
+    with pytest.raises(DataError) as e:
+        load_dataset("cifar10", root, verify_md5=False)
+    _one_line(e, "verify_md5=False", "cannot be turned off")
+    assert not ran.exists()
+    # the payload is real: vouched for, it runs (which is why nothing else may vouch)
+    vouch_for(batches, sums)
+    with pytest.raises(DataError):
+        load_dataset("cifar10", root)
+    assert ran.exists()
+
+
+def test_an_official_file_is_read_by_its_md5_without_vouching(tmp_path, monkeypatch):
+    from fl_sim.data.pickles import trusted_pickle
+
+    monkeypatch.delenv("FL_SIM_TRUSTED_SHA256", raising=False)
+    f = tmp_path / "batches.meta"
+    f.write_bytes(pickle.dumps({"label_names": ["a", "b"]}, protocol=2))
+    md5 = hashlib.md5(f.read_bytes()).hexdigest()   # as torchvision lists it for the real file
+
+    def err(problem):
+        return DataError(problem)
+
+    assert trusted_pickle(f, md5, err) == {"label_names": ["a", "b"]}
+    with pytest.raises(DataError, match="not the official file"):
+        trusted_pickle(f, "0" * 32, err)
