@@ -385,7 +385,7 @@ def test_a_plan_name_must_be_a_plain_name(tmp_path, name):
 
 
 @pytest.mark.parametrize("change, why", [
-    ({"store_dir": "/tmp/elsewhere"}, "store_dir '/tmp/elsewhere' leads out of the run directory"),
+    ({"store_dir": "TMP/elsewhere"}, "elsewhere' leads out of the run directory"),
     ({"store_dir": "RUN/../outside"}, "leads out of the run directory"),
     ({"x_path": "/etc/hosts"}, "x_path '/etc/hosts' is not a .npy file in the run directory"),
     ({"y_path": "RUN/y.pkl"}, "y_path"),
@@ -394,7 +394,7 @@ def test_a_plan_naming_a_path_outside_the_run_directory_is_refused(tmp_path, cha
     from fl_sim.plan import ClientPlan
 
     run = tmp_path / "run"
-    run_paths = {k: v.replace("RUN", str(run)) for k, v in change.items()}
+    run_paths = {k: v.replace("RUN", str(run)).replace("TMP", str(tmp_path)) for k, v in change.items()}
     _run_with_plan(tmp_path, **run_paths)
     with pytest.raises(RunDirError) as e:
         ClientPlan.load(run / "plans" / "passive.json")
@@ -450,10 +450,10 @@ def test_a_participant_reads_only_plans_inside_the_run_directory_its_message_nam
             plan_of_message(_train_message(run_dir, plan), _context(**node))
         _one_line(e, why)
     assert plan_of_message(_train_message(str(run), "passive"), _context(**{"run-root": str(tmp_path)}))
-    _run_with_plan(tmp_path / "b", store_dir="/tmp")
+    _run_with_plan(tmp_path / "b", store_dir=str(tmp_path))
     with pytest.raises(RunDirError) as e:
         plan_of_message(_train_message(str(tmp_path / "b" / "run"), "passive"), _context())
-    _one_line(e, "store_dir '/tmp' leads out of the run directory")
+    _one_line(e, f"store_dir '{tmp_path}' leads out of the run directory")
 
 
 # ------------------------------------------------------------------ pickled data files
