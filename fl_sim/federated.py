@@ -20,7 +20,7 @@ from fl_sim.config import Config
 from fl_sim.errors import SnapshotError
 from fl_sim.io import read_json, write_json
 from fl_sim.models import get_arrays, model_from
-from fl_sim.plan import ClientPlan, LocalAttackPlan, plan_files
+from fl_sim.plan import ClientPlan, LocalAttackPlan, place_in_run, plan_files
 from fl_sim.runtime import threads_for
 from fl_sim.snapshots import SnapshotStore
 from fl_sim.splits import Split, target_sets
@@ -71,7 +71,9 @@ def write_plans(cfg: Config, training: Training, data: Data, split: Split,
     fed = cfg.federation
     store_dir = run_dir / "snapshots" / name
     plan = ClientPlan(
-        store_dir=str(store_dir), x_path=data.x_path, y_path=data.y_path,
+        # the participants read only what is in the run directory (fl_sim.plan)
+        store_dir=str(store_dir), x_path=place_in_run(run_dir, data.x_path),
+        y_path=place_in_run(run_dir, data.y_path),
         input_shape=list(data.input_shape), num_classes=data.num_classes,
         model_name=cfg.model.name, model_options=dict(cfg.model.options), train=split.train,
         local_epochs=fed.local_epochs, batch_size=fed.batch_size, lr=fed.lr,

@@ -8,24 +8,26 @@ Honest participants read only :class:`ClientPlan`; the malicious participant (th
 attacker) also reads its own :class:`LocalAttackPlan`, a separate file.
 
 A participant of Flower's own runtime learns the run directory and the plan's name from the
-server's message, so a plan is checked before anything it names is touched: the plan file and
-the snapshot directory the participant writes into must resolve (``..`` and links followed)
-inside the run directory; the data arrays it memory-maps (``.npy``, never unpickled) inside
-the run directory or the participant's own data cache, where fl-sim parses each data set once
-per machine (a copy in every run directory would cost up to gigabytes a run).
+server's message, so a plan is checked before anything it names is touched: the plan file, the
+snapshot directory the participant writes into and the data arrays it memory-maps (``.npy``,
+never unpickled) must all resolve (``..`` and links followed) inside the run directory. The
+arrays are parsed once per machine into the data cache; :func:`place_in_run` puts them in the
+run directory as hard links (no space, the same pages), or as copies when the cache is on
+another file system.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from fl_sim.data import cache_dir
 from fl_sim.errors import RunDirError
-from fl_sim.io import atomic_write_bytes, resolves_inside
+from fl_sim.io import atomic_path, atomic_write_bytes, resolves_inside
 from fl_sim.models import ModelSpec
 
 _PLAN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_+=-]*(?:\.[A-Za-z0-9_+=-]+)*")   # no "..", no "/"
@@ -39,6 +41,24 @@ def plan_files(run_dir: str | Path, name: str) -> tuple[Path, Path]:
         raise RunDirError(f"plan name {name!r:.80}: not a plain name (letters, digits, _ - . and no '..' or '/')")
     plans = Path(run_dir) / "plans"
     return plans / f"{name}.json", plans / f"{name}.local-attacker.json"
+
+
+def place_in_run(run_dir: str | Path, path: str | Path) -> str:
+    """The data array ``path`` (a file of the parse-once cache) as a file in ``run_dir/data/``:
+    a hard link, or a copy across file systems. Cache files are named by their content's key
+    and only ever replaced, never written in place, so an existing one is the same."""
+    src = Path(path)
+    if resolves_inside(src, run_dir):
+        return str(src)
+    dest = Path(run_dir) / "data" / f"{src.parent.name}-{src.name}"
+    if not dest.is_file():
+        with atomic_path(dest) as tmp:
+            tmp.unlink()
+            try:
+                os.link(src, tmp)
+            except OSError:
+                shutil.copyfile(src, tmp)
+    return str(dest)
 
 
 def message_run_dir(run_dir: str, root: str | None = None) -> Path:
@@ -121,10 +141,8 @@ class ClientPlan:
                               f"directory {run_dir}")
         for key in ("x_path", "y_path"):
             p = getattr(plan, key)
-            if not (isinstance(p, str) and p.endswith(".npy")
-                    and (resolves_inside(p, run_dir) or resolves_inside(p, cache_dir()))):
-                raise RunDirError(f"plan {path}: {key} {p!r:.200} is not a .npy file in the run directory "
-                                  f"or in this machine's fl-sim data cache {cache_dir()}")
+            if not (isinstance(p, str) and p.endswith(".npy") and resolves_inside(p, run_dir)):
+                raise RunDirError(f"plan {path}: {key} {p!r:.200} is not a .npy file in the run directory {run_dir}")
         return plan
 
 

@@ -361,14 +361,13 @@ def test_a_crafted_run_directory_is_one_line_and_nothing_outside_is_touched(tmp_
 
 # ------------------------------------------------------------------ plans and messages
 def _run_with_plan(tmp_path, **change) -> Path:
-    from fl_sim.data import cache_dir
     from fl_sim.plan import ClientPlan
 
     run = tmp_path / "run"
     (run / "plans").mkdir(parents=True)
     (run / "config.yaml").write_text("seed: 0\n")
-    fields = dict(store_dir=str(run / "snapshots" / "passive"), x_path=str(cache_dir() / "x.npy"),
-                  y_path=str(run / "y.npy"), input_shape=[8], num_classes=2, model_name="fc",
+    fields = dict(store_dir=str(run / "snapshots" / "passive"), x_path=str(run / "data" / "x.npy"),
+                  y_path=str(run / "data" / "y.npy"), input_shape=[8], num_classes=2, model_name="fc",
                   model_options={}, train=[[0]], local_epochs=1, batch_size=1, lr=0.1, momentum=0.0,
                   weight_decay=0.0, seed=0, threads=1)
     ClientPlan(**{**fields, **change}).save(run / "plans" / "passive.json")
@@ -415,6 +414,29 @@ def test_plans_linked_out_of_the_run_directory_are_refused(tmp_path):
     with pytest.raises(RunDirError) as e:
         ClientPlan.load(tmp_path / "elsewhere" / "bad.json", tmp_path / "elsewhere")
     _one_line(e, "is not fl-sim's (no x_path")
+
+
+def test_the_plans_fl_sim_writes_name_data_inside_the_run_directory_linked_from_the_cache(tmp_path):
+    from fl_sim.catalog import TRAININGS
+    from fl_sim.federated import write_plans
+    from fl_sim.plan import ClientPlan
+    from fl_sim.target import load_data, make_run_split
+
+    cfg = tiny_config()
+    data = load_data(cfg)
+    run = tmp_path / "run"
+    plan_path, _ = write_plans(cfg, TRAININGS["passive"], data, make_run_split(cfg, len(data.y)), run, "passive")
+    plan = ClientPlan.load(plan_path)
+    for mine, cached in ((plan.x_path, data.x_path), (plan.y_path, data.y_path)):
+        assert Path(mine).parent == run / "data"
+        assert os.stat(mine).st_ino == os.stat(cached).st_ino   # a hard link: no space, the same pages
+    # a data file linked out of the run directory is refused
+    link = run / "data" / "elsewhere.npy"
+    link.symlink_to(data.x_path)
+    ClientPlan(**{**vars(plan), "x_path": str(link)}).save(plan_path)
+    with pytest.raises(RunDirError) as e:
+        ClientPlan.load(plan_path)
+    _one_line(e, "x_path", "is not a .npy file in the run directory")
 
 
 def _train_message(run_dir: str, plan: str):
