@@ -24,7 +24,7 @@ from flwr.clientapp import ClientApp
 
 from clients.common import load_partition, local_train, record_received, reply
 from fl_sim.models import get_arrays, model_from
-from fl_sim.plan import ClientPlan, LocalAttackPlan, plan_files
+from fl_sim.plan import ClientPlan, LocalAttackPlan, message_run_dir, plan_files
 from fl_sim.records import PARTITION_KEY, PLAN_KEY, RUN_DIR_KEY, record_to_arrays
 from fl_sim.runtime import client_seed
 
@@ -123,16 +123,23 @@ def plan_of_message(msg: Message, context: Context) -> tuple[Path, dict[int, str
     """Where a Flower-runtime participant finds its plan: the train message names the run
     directory and the plan (``RUN_DIR_KEY``, ``PLAN_KEY``: one ServerApp may run several
     federations, e.g. one per victim); the local attacker's own plan is read only by the
-    participant it names."""
+    participant it names.
+
+    The message is the server's word: the run directory must be an fl-sim run directory
+    (inside the node's ``run-root`` when its node config has one), the plan a plain name, and
+    every file the plans name must stay inside that directory (``fl_sim.plan``)."""
     config = msg.content["config"]
     try:
         run_dir, name = str(config[RUN_DIR_KEY]), str(config[PLAN_KEY])
     except KeyError:
         raise ValueError(f"the train message carries no {RUN_DIR_KEY} / {PLAN_KEY}: the ServerApp "
                          "is not fl-sim's (fl_sim.flower_app:serverapp)") from None
+    root = context.node_config.get("run-root")
+    run_dir = message_run_dir(run_dir, None if root is None else str(root))
     plan_path, attack_path = plan_files(run_dir, name)
+    ClientPlan.load(plan_path, run_dir)  # checked here, before any handler reads it
     attackers = {}
-    if attack_path.is_file() and LocalAttackPlan.load(attack_path).participant == partition_of(context):
+    if attack_path.is_file() and LocalAttackPlan.load(attack_path, run_dir).participant == partition_of(context):
         attackers[partition_of(context)] = str(attack_path)
     return plan_path, attackers
 

@@ -353,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except FlSimError as e:
         print(f"fl-sim: error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return e.exit_status  # 2, bad input; 1 for a snapshot write that failed (a full disk)
     except KeyboardInterrupt:
         print("fl-sim: interrupted", file=sys.stderr)
         return 130

@@ -17,9 +17,10 @@ import numpy as np
 from fl_sim import defense
 from fl_sim.catalog import Training
 from fl_sim.config import Config
+from fl_sim.errors import SnapshotError
 from fl_sim.io import read_json, write_json
 from fl_sim.models import get_arrays, model_from
-from fl_sim.plan import ClientPlan, LocalAttackPlan, plan_files
+from fl_sim.plan import ClientPlan, LocalAttackPlan, place_in_run, plan_files
 from fl_sim.runtime import threads_for
 from fl_sim.snapshots import SnapshotStore
 from fl_sim.splits import Split, target_sets
@@ -70,7 +71,9 @@ def write_plans(cfg: Config, training: Training, data: Data, split: Split,
     fed = cfg.federation
     store_dir = run_dir / "snapshots" / name
     plan = ClientPlan(
-        store_dir=str(store_dir), x_path=data.x_path, y_path=data.y_path,
+        # the participants read only what is in the run directory (fl_sim.plan)
+        store_dir=str(store_dir), x_path=place_in_run(run_dir, data.x_path),
+        y_path=place_in_run(run_dir, data.y_path),
         input_shape=list(data.input_shape), num_classes=data.num_classes,
         model_name=cfg.model.name, model_options=dict(cfg.model.options), train=split.train,
         local_epochs=fed.local_epochs, batch_size=fed.batch_size, lr=fed.lr,
@@ -100,18 +103,27 @@ def write_plans(cfg: Config, training: Training, data: Data, split: Split,
 
 
 def resume_point(cfg: Config, data: Data, store: SnapshotStore, failures_path: Path) -> _Resume:
-    """Where this training continues: after the last stored aggregate (or from scratch)."""
-    done = store.rounds("global")
-    start = max(done) if done else 0
+    """Where this training continues: after the last stored aggregate that is whole (or from
+    scratch). An operating-system crash may have left the latest snapshots empty (they are
+    written without fsync) and an index empty: the index is rebuilt from the files first."""
+    store.recover()
+    victim = cfg.attack.target_participant
+    start, init, previous = 0, None, {}
+    for rnd in reversed(store.rounds("global")):
+        try:
+            init = store.get(rnd, None, "global")
+            previous = ({victim: store.get(rnd, victim, "upload")}
+                        if store.find(rnd, victim, "upload") else {})
+        except SnapshotError:  # damaged: the round before it is where the run continues
+            continue
+        start = rnd
+        break
     failures = read_json(failures_path) if failures_path.exists() else []
     failures = [f for f in failures if f["round"] <= start]
+    store.drop_after(start)
     if not start:
         return _Resume(0, initial_arrays(cfg, data), failures)
-    store.drop_after(start)
-    victim = cfg.attack.target_participant
-    previous = ({victim: store.get(start, victim, "upload")}
-                if store.find(start, victim, "upload") else {})
-    return _Resume(start, store.get(start, None, "global"), failures, previous)
+    return _Resume(start, init, failures, previous)
 
 
 def ascent_step(cfg: Config, data: Data, split: Split):
@@ -233,13 +245,18 @@ def prepare_federation(cfg: Config, training: Training, data: Data, split: Split
     and the strategy. ``train_federated`` runs it on Flower's simulation engine; the
     Flower-runtime ServerApp (``fl_sim.flower_app``) on the grid Flower gives it."""
     # written by a background thread: the next round does not wait for this one's snapshots
-    store = SnapshotStore(run_dir / "snapshots" / name, keep_rounds=keep_rounds(cfg), background=True)
+    store = SnapshotStore(run_dir / "snapshots" / name, keep_rounds=keep_rounds(cfg), background=True,
+                          within=run_dir)
     failures_path = store.dir / "failures.json"
-    plan_path, attacker_plans = write_plans(cfg, training, data, split, run_dir, name)
-    resume = resume_point(cfg, data, store, failures_path)
-    secagg = "secagg" in cfg.defense.parts()
-    strategy = (make_secagg_strategy if secagg else make_strategy)(cfg, training, data, split, store, resume,
-                                                                  failures_path)
+    try:
+        plan_path, attacker_plans = write_plans(cfg, training, data, split, run_dir, name)
+        resume = resume_point(cfg, data, store, failures_path)
+        secagg = "secagg" in cfg.defense.parts()
+        strategy = (make_secagg_strategy if secagg else make_strategy)(cfg, training, data, split, store, resume,
+                                                                      failures_path)
+    except BaseException:
+        store.close()  # its thread; raises nothing over the error that stopped the preparation
+        raise
     return Prepared(store, failures_path, plan_path, attacker_plans, resume, strategy)
 
 
@@ -250,26 +267,32 @@ def train_federated(cfg: Config, training: Training, data: Data, split: Split,
     the defense makes the training impossible (isolation under SecAgg+).
 
     ``progress(name, round)`` is called after every round."""
-    from fl_sim.federation import run_federation, run_secagg_federation
-
     fed, name = cfg.federation, name or training.name
     if (why := training.not_runnable(cfg.defense.name)) is not None:
         return {"not_run": why, "failures": []}
     store, failures_path, plan_path, attacker_plans, resume, strategy = prepare_federation(
         cfg, training, data, split, run_dir, name)
     secagg = "secagg" in cfg.defense.parts()
-    if fed.rounds > resume.start:
-        common = dict(strategy=strategy, plan_path=str(plan_path), participants=fed.participants,
-                      rounds=fed.rounds - resume.start, attacker_plans=attacker_plans, num_cpus=fed.num_cpus,
-                      num_gpus=0.0 if fed.device == "cpu" and fed.num_gpus is None else fed.num_gpus,
-                      round_timeout_s=fed.round_timeout_s, ray_address=fed.ray_address,
-                      on_round=(lambda r: progress(name, r + resume.start)) if progress else None)
-        try:
-            if secagg:
-                run_secagg_federation(secagg=defense.secagg_params(cfg, max(len(t) for t in split.train)),
-                                      **common)
-            else:
-                run_federation(initial_arrays=resume.init, **common)
-        finally:  # the rounds done stay on disk for a resume, whatever stopped the run
-            store.close()
+    try:
+        if fed.rounds > resume.start:
+            _run_rounds(cfg, split, plan_path, attacker_plans, resume, strategy, secagg, progress, name)
+    finally:  # the rounds done stay on disk for a resume, whatever stopped the run; a write
+        store.close()  # that failed is raised here, unless another error is already on its way
     return measure_training(cfg, data, split, store, failures_path)
+
+
+def _run_rounds(cfg: Config, split: Split, plan_path: Path, attacker_plans: dict[int, str], resume: _Resume,
+                strategy, secagg: bool, progress, name: str) -> None:
+    """The rounds after ``resume.start`` on Flower's simulation engine."""
+    from fl_sim.federation import run_federation, run_secagg_federation
+
+    fed = cfg.federation
+    common = dict(strategy=strategy, plan_path=str(plan_path), participants=fed.participants,
+                  rounds=fed.rounds - resume.start, attacker_plans=attacker_plans, num_cpus=fed.num_cpus,
+                  num_gpus=0.0 if fed.device == "cpu" and fed.num_gpus is None else fed.num_gpus,
+                  round_timeout_s=fed.round_timeout_s, ray_address=fed.ray_address,
+                  on_round=(lambda r: progress(name, r + resume.start)) if progress else None)
+    if secagg:
+        run_secagg_federation(secagg=defense.secagg_params(cfg, max(len(t) for t in split.train)), **common)
+    else:
+        run_federation(initial_arrays=resume.init, **common)

@@ -21,6 +21,7 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Strategy
 
 from clients.participant import make_client_app
+from fl_sim.errors import SnapshotWriteError
 from fl_sim.records import arrays_to_record
 
 
@@ -208,6 +209,8 @@ def _simulate(server_app, client_app, participants: int, num_cpus: float, num_gp
         _KEPT["address"] = address
     except Exception as e:
         cause = e.__cause__ or e
+        if isinstance(cause, SnapshotWriteError):  # a full disk: its own message says what to do
+            raise FederationError(f"the run stopped: {cause}") from e
         raise FederationError(f"the Flower simulation stopped: {type(cause).__name__}: "
                               f"{str(cause).splitlines()[0] if str(cause) else ''}; the rounds "
                               "done so far are saved, continue with fl-sim run --resume RUN_DIR"

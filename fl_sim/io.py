@@ -4,9 +4,11 @@ One writer for everything the project persists (snapshots, indexes, plans, split
 results, the parse-once data cache): write a temp file in the target's directory, fsync it,
 rename it over the target, fsync the directory. Snapshots skip the two fsyncs
 (``durable=False``): the rename alone keeps them whole when the process is killed (the kernel
-still holds the data); an operating-system crash may leave a snapshot or an index empty, which
-its checksum or the index's parse reports by name. The fsyncs cost 30-40 ms a snapshot on
-these machines, several snapshots a round.
+still holds the data); an operating-system crash may leave a snapshot or an index empty: a
+snapshot's checksum reports it by name, a resume continues from the last whole aggregate, and
+an empty or garbled index is rebuilt from the snapshot files, which carry their own checksum
+(``fl_sim.snapshot_files``). The fsyncs cost 30-40 ms a snapshot on these machines, several
+snapshots a round.
 """
 
 from __future__ import annotations
@@ -64,3 +66,9 @@ def write_json(path: Path, obj) -> None:
 
 def read_json(path: Path):
     return json.loads(Path(path).read_text())
+
+
+def resolves_inside(path: str | Path, root: str | Path) -> bool:
+    """Whether ``path``, with ``..`` and every symbolic link followed, is ``root`` or inside it:
+    what a path read from a run directory must do before fl-sim reads, writes or deletes it."""
+    return Path(path).resolve().is_relative_to(Path(root).resolve())

@@ -6,23 +6,93 @@ carrying data, so a client call costs a JSON read and an mmap, not a parse.
 
 Honest participants read only :class:`ClientPlan`; the malicious participant (the local
 attacker) also reads its own :class:`LocalAttackPlan`, a separate file.
+
+A participant of Flower's own runtime learns the run directory and the plan's name from the
+server's message, so a plan is checked before anything it names is touched: the plan file, the
+snapshot directory the participant writes into and the data arrays it memory-maps (``.npy``,
+never unpickled) must all resolve (``..`` and links followed) inside the run directory. The
+arrays are parsed once per machine into the data cache; :func:`place_in_run` puts them in the
+run directory as hard links (no space, the same pages), or as copies when the cache is on
+another file system.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import re
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from fl_sim.io import atomic_write_bytes
+from fl_sim.errors import RunDirError
+from fl_sim.io import atomic_path, atomic_write_bytes, resolves_inside
 from fl_sim.models import ModelSpec
+
+_PLAN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_+=-]*(?:\.[A-Za-z0-9_+=-]+)*")   # no "..", no "/"
 
 
 def plan_files(run_dir: str | Path, name: str) -> tuple[Path, Path]:
     """The plan files of training ``name`` in ``run_dir``: the participants' plan and the
-    local attacker's own (which exists only when the federation has one)."""
+    local attacker's own (which exists only when the federation has one). ``name`` is a
+    plain name: it may come from a message."""
+    if not isinstance(name, str) or len(name) > 200 or not _PLAN_NAME.fullmatch(name):
+        raise RunDirError(f"plan name {name!r:.80}: not a plain name (letters, digits, _ - . and no '..' or '/')")
     plans = Path(run_dir) / "plans"
     return plans / f"{name}.json", plans / f"{name}.local-attacker.json"
+
+
+def place_in_run(run_dir: str | Path, path: str | Path) -> str:
+    """The data array ``path`` (a file of the parse-once cache) as a file in ``run_dir/data/``:
+    a hard link, or a copy across file systems. Cache files are named by their content's key
+    and only ever replaced, never written in place, so an existing one is the same."""
+    src = Path(path)
+    if resolves_inside(src, run_dir):
+        return str(src)
+    dest = Path(run_dir) / "data" / f"{src.parent.name}-{src.name}"
+    if not dest.is_file():
+        with atomic_path(dest) as tmp:
+            tmp.unlink()
+            try:
+                os.link(src, tmp)
+            except OSError:
+                shutil.copyfile(src, tmp)
+    return str(dest)
+
+
+def message_run_dir(run_dir: str, root: str | None = None) -> Path:
+    """The run directory a train message names, once it is one: an absolute path with the
+    plans/ fl-sim writes, inside ``root`` when the participant's node pins one."""
+    path = Path(run_dir)
+    if not path.is_absolute():
+        raise RunDirError(f"run directory {run_dir!r:.200} in the train message is not an absolute path")
+    if root is not None and not resolves_inside(path, root):
+        raise RunDirError(f"run directory {run_dir} in the train message is not inside this node's run-root {root}")
+    if not (path / "plans").is_dir():
+        raise RunDirError(f"{run_dir} in the train message is not an fl-sim run directory")
+    return path
+
+
+def _read_plan(cls, path: str | Path, run_dir: str | Path | None):
+    """``cls`` from the plan file ``path`` of ``run_dir`` (by default the one above plans/)."""
+    path = Path(path)
+    run_dir = path.parent.parent if run_dir is None else Path(run_dir)
+    if not resolves_inside(path, run_dir):
+        raise RunDirError(f"plan {path} leads out of the run directory {run_dir}")
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RunDirError(f"plan {path} unreadable: {' '.join(str(e).split())}") from None
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    required = [n for n, f in fields.items()
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if not isinstance(doc, dict) or (missing := [k for k in required if k not in doc]) \
+            or (extra := [str(k) for k in doc if k not in fields]):
+        why = ("not an object" if not isinstance(doc, dict) else
+               f"no {', '.join(missing)}" if missing else f"unknown keys {', '.join(extra)}")
+        raise RunDirError(f"plan {path} is not fl-sim's ({why[:200]})")
+    return cls(**doc), run_dir
 
 
 @dataclass
@@ -62,8 +132,18 @@ class ClientPlan:
         atomic_write_bytes(Path(path), json.dumps(asdict(self)).encode())
 
     @classmethod
-    def load(cls, path: str | Path) -> "ClientPlan":
-        return cls(**json.loads(Path(path).read_text()))
+    def load(cls, path: str | Path, run_dir: str | Path | None = None) -> "ClientPlan":
+        """The plan at ``path`` in ``run_dir`` (default: the directory above plans/), with
+        every path it names checked (see the module doc)."""
+        plan, run_dir = _read_plan(cls, path, run_dir)
+        if not isinstance(plan.store_dir, str) or not resolves_inside(plan.store_dir, run_dir):
+            raise RunDirError(f"plan {path}: store_dir {plan.store_dir!r:.200} leads out of the run "
+                              f"directory {run_dir}")
+        for key in ("x_path", "y_path"):
+            p = getattr(plan, key)
+            if not (isinstance(p, str) and p.endswith(".npy") and resolves_inside(p, run_dir)):
+                raise RunDirError(f"plan {path}: {key} {p!r:.200} is not a .npy file in the run directory {run_dir}")
+        return plan
 
 
 @dataclass
@@ -81,5 +161,5 @@ class LocalAttackPlan:
         atomic_write_bytes(Path(path), json.dumps(asdict(self)).encode())
 
     @classmethod
-    def load(cls, path: str | Path) -> "LocalAttackPlan":
-        return cls(**json.loads(Path(path).read_text()))
+    def load(cls, path: str | Path, run_dir: str | Path | None = None) -> "LocalAttackPlan":
+        return _read_plan(cls, path, run_dir)[0]

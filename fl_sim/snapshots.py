@@ -12,39 +12,49 @@ Roles:
 - ``received`` what a local attacker recorded receiving (written by the client itself)
 - ``clipped``  a participant's upload as server-side clipping left it (central DP with
                server-side clipping: what entered the noised mean; the aggregator saw ``upload``)
+
+What is on disk is checked when read (``fl_sim.snapshot_files``): index entries name files
+inside the store only; an index a crash left empty is rebuilt from the self-checking files.
+A write that fails (a full disk, a file size limit) stops the store: every later put, roll,
+flush and read raises a one-line SnapshotWriteError naming the disk problem, nothing queued
+after the failure is written, and the disk keeps a state ``fl-sim run --resume`` continues.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import queue
+import sys
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable, Mapping
 
 import numpy as np
 import torch
 from safetensors.numpy import load as st_load_bytes
-from safetensors.numpy import save as st_save_bytes
 
-from fl_sim.errors import SnapshotError
-from fl_sim.io import atomic_write_bytes
+from fl_sim.errors import SnapshotError, SnapshotWriteError
+from fl_sim.io import atomic_write_bytes, resolves_inside
+from fl_sim.snapshot_files import (
+    ROLES,
+    SnapshotEntry,
+    encode,
+    entries_of,
+    file_name,
+    order,
+    rebuild,
+    shard_name,
+    shard_writer,
+    valid_writer,
+    writers_with_files,
+)
 
-ROLES = ("global", "upload", "sent", "received", "clipped")
-INDEX = "index.json"
+__all__ = ["ROLES", "SnapshotEntry", "SnapshotStore"]
 
-
-@dataclass(frozen=True)
-class SnapshotEntry:
-    round: int
-    participant: int | None
-    role: str
-    file: str
-    sha256: str
-    bytes: int
-    num_examples: int | None = None
+_RESUME = "the snapshots stored before it are kept: once there is space, continue with fl-sim run --resume RUN_DIR"
 
 
 def _to_numpy(arrays: Mapping[str, object]) -> dict[str, np.ndarray]:
@@ -56,13 +66,13 @@ def _to_numpy(arrays: Mapping[str, object]) -> dict[str, np.ndarray]:
     return out
 
 
-def _order(e: SnapshotEntry) -> tuple:
-    return (e.round, e.role, -1 if e.participant is None else e.participant)
+def _disk_problem(e: OSError) -> str:
+    code = errno.errorcode.get(e.errno or 0)
+    return f"{e.strerror or e}" + (f" [{code}]" if code else "")
 
 
-def _name(round_: int, participant: int | None, role: str) -> str:
-    who = "server" if participant is None else f"p{participant}"
-    return f"r{round_:04d}-{who}-{role}.safetensors"
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
 
 
 class SnapshotStore:
@@ -70,13 +80,19 @@ class SnapshotStore:
 
     Parameters are dicts ``name -> array`` (numpy or torch), in the model's state_dict order.
     Thread-safe within one process; several processes (Ray clients) may each write their own
-    entries because each writer keeps a private index shard (``index.<writer>.json``) that
-    :meth:`entries` merges.
+    entries because each writer (``server``, or participant ``p<N>``) keeps a private index
+    shard (``index.<writer>.json``) that :meth:`entries` merges. ``within``: the run
+    directory the store must stay inside (links included).
     """
 
     def __init__(self, directory: str | Path, writer: str = "server",
-                 keep_rounds: Iterable[int] | None = None, background: bool = False):
+                 keep_rounds: Iterable[int] | None = None, background: bool = False,
+                 within: str | Path | None = None):
         self.dir = Path(directory)
+        if within is not None and not resolves_inside(self.dir, within):
+            raise SnapshotError(f"snapshot directory {self.dir} leads out of the run directory {within}")
+        if not valid_writer(writer):
+            raise ValueError(f"snapshot writer {writer!r}: 'server' or 'p<participant>'")
         self.dir.mkdir(parents=True, exist_ok=True)
         self.writer = writer
         self.keep_rounds = None if keep_rounds is None else set(keep_rounds)
@@ -101,59 +117,104 @@ class SnapshotStore:
         # (later writes are synchronous) before this thread takes the stop signal
         while True:
             job = jobs.get()
-            if job is None:  # close(): the queue is empty, stop the thread
-                jobs.task_done()
-                return
             try:
+                if job is None:  # close(): the queue is empty, stop the thread
+                    return
+                # after a failure nothing more is written: a later round on disk without the
+                # ones lost before it would be a store no resume could continue
                 if self._failed is None:
                     job()
-            except BaseException as e:  # re-raised in the caller's thread by flush()
+            except BaseException as e:  # raised in the caller's thread by the next call
                 self._failed = e
             finally:
                 jobs.task_done()
 
-    def _submit(self, job) -> None:
-        if self._jobs is None:
-            job()
-            return
+    def _submit(self, job):
         self._raise_failed()
+        if self._jobs is None:
+            return job()
         self._jobs.put(job)
+        return None
 
     def _raise_failed(self) -> None:
-        if self._failed is not None:
-            e, self._failed = self._failed, None
-            raise SnapshotError(f"writing a snapshot in {self.dir} failed: {e}") from e
+        # the failure stays: this store writes nothing more (a resume opens a new one)
+        e = self._failed
+        if e is None:
+            return
+        if isinstance(e, SnapshotError):
+            raise type(e)(str(e)) from e
+        raise SnapshotError(f"writing snapshots in {self.dir} failed: {type(e).__name__}: {_one_line(e)}") from e
 
     def flush(self) -> None:
-        """Wait until every snapshot asked for is on disk (background mode; a no-op otherwise)."""
+        """Wait until every snapshot asked for is on disk (background mode); raises the
+        failure of a background write (SnapshotWriteError for a disk problem)."""
         if self._jobs is not None:
             self._jobs.join()
-            self._raise_failed()
+        self._raise_failed()
 
     def close(self) -> None:
         """Flush, then stop the writer thread: later writes are synchronous. A comparison
-        trains many federations in one process; each would otherwise leave an idle thread."""
+        trains many federations in one process; each would otherwise leave an idle thread.
+
+        Called while an exception propagates (a ``finally`` after a failed run), it raises
+        nothing: the error that stopped the run is the one to see."""
         if self._jobs is not None:
-            jobs = self._jobs
-            try:
-                self.flush()
-            finally:
-                self._jobs = None
-                jobs.put(None)
-                self._thread.join()
+            jobs, self._jobs = self._jobs, None
+            jobs.join()
+            jobs.put(None)
+            self._thread.join()
+        if sys.exc_info()[0] is None:
+            self._raise_failed()
 
-    # ------------------------------------------------------------ writing
+    # ------------------------------------------------------------ index shards
     def _shard(self) -> Path:
-        return self.dir / (INDEX if self.writer == "server" else f"index.{self.writer}.json")
+        return self.dir / shard_name(self.writer)
 
-    def _read_shard(self, path: Path) -> list[dict]:
+    def _shards(self) -> list[Path]:
+        shards = sorted(p for p in self.dir.glob("index*.json") if shard_writer(p.name))
+        for p in shards:
+            if not resolves_inside(p, self.dir):
+                raise SnapshotError(f"snapshot index {p} leads out of {self.dir}")
+        return shards
+
+    def _parse_shard(self, path: Path) -> list[SnapshotEntry] | None:
+        """The shard's entries (none when it does not exist); None when a crash left it
+        empty or garbled."""
         if not path.exists():
             return []
+        if not resolves_inside(path, self.dir):
+            raise SnapshotError(f"snapshot index {path} leads out of {self.dir}")
         try:
-            return json.loads(path.read_text())["entries"]
-        except (json.JSONDecodeError, KeyError, OSError) as e:
-            raise SnapshotError(f"snapshot index {path} is corrupt: {e}") from None
+            text = path.read_bytes().decode("utf-8", errors="replace")
+        except OSError as e:
+            raise SnapshotError(f"snapshot index {path} unreadable: {e.strerror or e}") from None
+        return entries_of(text, path)
 
+    def _read_shard(self, path: Path) -> list[SnapshotEntry]:
+        entries = self._parse_shard(path)
+        return rebuild(self.dir, shard_writer(path.name)) if entries is None else entries
+
+    def _write_shard(self, path: Path, entries: list[SnapshotEntry]) -> None:
+        data = json.dumps({"entries": [asdict(e) for e in sorted(entries, key=order)]}, indent=1).encode()
+        try:
+            atomic_write_bytes(path, data, durable=False)
+        except OSError as e:
+            raise SnapshotWriteError(f"writing the snapshot index {path} failed: {_disk_problem(e)}; "
+                                     f"{_RESUME}") from None
+
+    def recover(self) -> None:
+        """Rebuild, from the snapshot files that pass their own checksum, every index shard
+        that a crash left empty, garbled or never written (used when resuming a run)."""
+        self.flush()
+        with self._lock:
+            writers = writers_with_files(self.dir) | {shard_writer(p.name) for p in self._shards()}
+            for writer in sorted(writers):
+                shard = self.dir / shard_name(writer)
+                if not shard.exists() or self._parse_shard(shard) is None:
+                    self._write_shard(shard, rebuild(self.dir, writer))
+            self._cache = None
+
+    # ------------------------------------------------------------ writing
     def put(self, round_: int, participant: int | None, role: str,
             arrays: Mapping[str, object], num_examples: int | None = None,
             force: bool = False) -> SnapshotEntry | None:
@@ -163,26 +224,26 @@ class SnapshotStore:
             raise ValueError(f"unknown snapshot role {role!r}")
         if not force and self.keep_rounds is not None and round_ not in self.keep_rounds:
             return None
+        self._raise_failed()
         arrays = _to_numpy(arrays)
         if self._jobs is not None:  # a copy: the caller may reuse its buffers meanwhile
             arrays = {k: v.copy() for k, v in arrays.items()}
-            self._submit(lambda: self._write(round_, participant, role, arrays, num_examples))
-            return None
-        return self._write(round_, participant, role, arrays, num_examples)
+        return self._submit(lambda: self._write(round_, participant, role, arrays, num_examples))
 
     def _write(self, round_: int, participant: int | None, role: str, arrays: dict[str, np.ndarray],
                num_examples: int | None) -> SnapshotEntry:
-        data = st_save_bytes(arrays)
-        name = _name(round_, participant, role)
-        atomic_write_bytes(self.dir / name, data, durable=False)
-        entry = SnapshotEntry(round_, participant, role, name,
-                              hashlib.sha256(data).hexdigest(), len(data), num_examples)
+        data = encode(arrays, num_examples)
+        name = file_name(round_, participant, role)
+        try:
+            atomic_write_bytes(self.dir / name, data, durable=False)
+        except OSError as e:
+            raise SnapshotWriteError(f"writing snapshot {self.dir / name} failed: {_disk_problem(e)}; "
+                                     f"{_RESUME}") from None
+        entry = SnapshotEntry(round_, participant, role, name, hashlib.sha256(data).hexdigest(), len(data),
+                              None if num_examples is None else int(num_examples))
         with self._lock:
             shard = self._shard()
-            entries = [e for e in self._read_shard(shard) if e["file"] != name]
-            entries.append(asdict(entry))
-            entries.sort(key=lambda e: _order(SnapshotEntry(**e)))
-            atomic_write_bytes(shard, json.dumps({"entries": entries}, indent=1).encode(), durable=False)
+            self._write_shard(shard, [e for e in self._read_shard(shard) if e.file != name] + [entry])
             self._cache = None
         return entry
 
@@ -195,17 +256,22 @@ class SnapshotStore:
             return
         self._submit(lambda: self._forget(round_))
 
+    def _unlink(self, entry: SnapshotEntry) -> None:
+        # entry.file is a plain snapshot name (checked when read): this stays in the store,
+        # and a link there is removed, not what it points to
+        (self.dir / entry.file).unlink(missing_ok=True)
+
     def _forget(self, round_: int) -> None:
         with self._lock:
             shard = self._shard()
             entries = self._read_shard(shard)
-            gone = [e for e in entries if e["round"] == round_]
+            gone = [e for e in entries if e.round == round_]
             if not gone:
                 return
-            atomic_write_bytes(shard, json.dumps({"entries": [e for e in entries if e["round"] != round_]},
-                                                 indent=1).encode(), durable=False)
+            # the index first: a crash in between leaves stray files, never entries without one
+            self._write_shard(shard, [e for e in entries if e.round != round_])
             for e in gone:
-                (self.dir / e["file"]).unlink(missing_ok=True)
+                self._unlink(e)
             self._cache = None
 
     def drop_after(self, round_: int) -> None:
@@ -213,29 +279,30 @@ class SnapshotStore:
         resuming a killed run): forget every entry of rounds > ``round_``, and of earlier
         rounds that are not kept. A kill between storing a round's aggregate and rolling
         the previous one's leaves both; the uninterrupted run would have rolled it."""
-        def gone(e: dict) -> bool:
-            return e["round"] > round_ or (self.keep_rounds is not None and e["round"] < round_
-                                           and e["round"] not in self.keep_rounds)
+        def gone(e: SnapshotEntry) -> bool:
+            return e.round > round_ or (self.keep_rounds is not None and e.round < round_
+                                        and e.round not in self.keep_rounds)
         self.flush()
-        for shard in self.dir.glob("index*.json"):
-            entries = self._read_shard(shard)
-            for e in entries:
-                if gone(e):
-                    (self.dir / e["file"]).unlink(missing_ok=True)
-            atomic_write_bytes(shard, json.dumps({"entries": [e for e in entries if not gone(e)]},
-                                                 indent=1).encode(), durable=False)
-        self._cache = None
+        with self._lock:
+            for shard in self._shards():
+                entries = self._read_shard(shard)
+                if not any(gone(e) for e in entries):
+                    continue
+                self._write_shard(shard, [e for e in entries if not gone(e)])
+                for e in entries:
+                    if gone(e):
+                        self._unlink(e)
+            self._cache = None
 
     # ------------------------------------------------------------ reading
     def _index(self) -> dict[tuple, SnapshotEntry]:
         """All entries by (round, participant, role), re-read only when a shard changed:
         attacks look snapshots up many times, and clients may add shards meanwhile."""
         self.flush()
-        shards = sorted(self.dir.glob("index*.json"))
+        shards = self._shards()
         signature = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in shards)
         if self._cache is None or self._cache[0] != signature:
-            entries = sorted((SnapshotEntry(**e) for shard in shards
-                              for e in self._read_shard(shard)), key=_order)
+            entries = sorted((e for shard in shards for e in self._read_shard(shard)), key=order)
             self._cache = (signature, {(e.round, e.participant, e.role): e for e in entries})
         return self._cache[1]
 
@@ -259,6 +326,8 @@ class SnapshotStore:
 
     def _load(self, entry: SnapshotEntry) -> dict[str, np.ndarray]:
         path = self.dir / entry.file
+        if not resolves_inside(path, self.dir):
+            raise SnapshotError(f"snapshot file {path} leads out of {self.dir}")
         try:
             data = path.read_bytes()
         except OSError:
@@ -268,7 +337,7 @@ class SnapshotStore:
         try:
             return st_load_bytes(data)
         except Exception as e:  # safetensors raises its own error types
-            raise SnapshotError(f"snapshot file unreadable: {path}: {e}") from None
+            raise SnapshotError(f"snapshot file unreadable: {path}: {_one_line(e)}") from None
 
     def verify(self) -> list[str]:
         """Check every file against its checksum; returns the problems found (empty: all good)."""

@@ -172,7 +172,7 @@ def run_standalone(cfg: Config, data: Data, split: Split, run_dir: Path) -> dict
     mode = cfg.federation.mode
     if mode not in ("standalone", "finetune"):
         raise ValueError(f"run_standalone: federation.mode is {mode!r}")
-    store = SnapshotStore(snapshot_dir(run_dir, mode))
+    store = SnapshotStore(snapshot_dir(run_dir, mode), within=run_dir)
     with target_threads(cfg):
         if mode == "standalone":
             return _train_standalone(cfg, data, split, store)

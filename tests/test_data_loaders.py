@@ -27,6 +27,7 @@ from tests.data_formats import (
     idx_bytes,
     make_tgz,
     truncate,
+    vouch_for,
     write_cifar10,
     write_cifar100,
     write_fmnist,
@@ -229,40 +230,61 @@ def test_unknown_name_and_option(root):
 # CIFAR through torchvision
 
 
-def test_cifar10_pickle_batches(root):
+@pytest.fixture
+def vouch(tmp_path, monkeypatch):
+    """Vouch for the (non-official) pickled files in a directory, as a user would:
+    sha256sum's output in a file named by $FL_SIM_TRUSTED_SHA256."""
+    def vouch_dir(directory: Path) -> None:
+        monkeypatch.setenv("FL_SIM_TRUSTED_SHA256", str(vouch_for(directory, tmp_path / "trusted.sha256")))
+    return vouch_dir
+
+
+def test_cifar10_pickle_batches(root, vouch):
     imgs, labels = write_cifar10(root, per_batch=4)
     with pytest.raises(DataError) as e:  # our tiny files are not the official bytes
         load_dataset("cifar10", root)
-    one_line_error(e, "cifar10", "torchvision rejected", "verify_md5=False")
-    ds = load_dataset("cifar10", root, verify_md5=False)
+    one_line_error(e, "cifar10", "not the official file", "FL_SIM_TRUSTED_SHA256")
+    vouch(root / "cifar-10-batches-py")
+    ds = load_dataset("cifar10", root)
     check(ds, "cifar10", 24, (3, 32, 32), 10)
     np.testing.assert_allclose(ds.x, norm(imgs, "cifar10"), atol=1e-6)
     np.testing.assert_array_equal(ds.y, labels)
-    sub = load_dataset("cifar10", root, verify_md5=False, subset=5)
+    sub = load_dataset("cifar10", root, subset=5)
     np.testing.assert_array_equal(sub.y, labels[:5])
 
 
-def test_cifar100_pickle_batches(root):
+def test_cifar100_pickle_batches(root, vouch):
     imgs, labels = write_cifar100(root, n_train=10, n_test=5)
-    ds = load_dataset("cifar100", root, verify_md5=False)
+    vouch(root / "cifar-100-python")
+    ds = load_dataset("cifar100", root)
     check(ds, "cifar100", 15, (3, 32, 32), 100)
     np.testing.assert_allclose(ds.x, norm(imgs, "cifar100"), atol=1e-6)
     np.testing.assert_array_equal(ds.y, labels)  # fine labels
 
 
-def test_cifar10_truncated_batch(root):
+def test_cifar10_truncated_batch(root, vouch):
     write_cifar10(root, per_batch=4)
     truncate(root / "cifar-10-batches-py" / "data_batch_3", 0.5)
+    vouch(root / "cifar-10-batches-py")  # vouched for as it is now: the parse reports it
     with pytest.raises(DataError) as e:
-        load_dataset("cifar10", root, verify_md5=False)
+        load_dataset("cifar10", root)
     one_line_error(e, "cifar10", "truncated or malformed", "cifar-10-batches-py")
+
+
+def test_cifar10_changed_after_vouching_is_not_read(root, vouch):
+    write_cifar10(root, per_batch=4)
+    vouch(root / "cifar-10-batches-py")
+    truncate(root / "cifar-10-batches-py" / "data_batch_3", 0.5)
+    with pytest.raises(DataError) as e:
+        load_dataset("cifar10", root)
+    one_line_error(e, "cifar10", "data_batch_3 is a pickle", "not the official file")
 
 
 def test_cifar10_missing_one_batch(root):
     write_cifar10(root, per_batch=2)
     (root / "cifar-10-batches-py" / "data_batch_5").unlink()
     with pytest.raises(DataError) as e:
-        load_dataset("cifar10", root, verify_md5=False)
+        load_dataset("cifar10", root)
     one_line_error(e, "cifar10", "missing data_batch_5")
 
 

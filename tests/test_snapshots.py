@@ -134,23 +134,6 @@ def test_background_store_owns_what_it_was_given(tmp_path):
     np.testing.assert_array_equal(store.get(1, None, "global")["w"], _arrays(1.0)["w"])
 
 
-def test_background_write_failure_is_raised_to_the_caller(tmp_path, monkeypatch):
-    import fl_sim.snapshots as snapshots
-
-    store = SnapshotStore(tmp_path, background=True)
-
-    def full_disk(path, data, durable=True):
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(snapshots, "atomic_write_bytes", full_disk)
-    store.put(1, None, "global", _arrays(1.0))  # queued: the error comes later
-    with pytest.raises(SnapshotError, match="No space left"):
-        store.flush()
-    monkeypatch.undo()
-    store.put(2, None, "global", _arrays(2.0))  # the store goes on after the error was raised
-    assert store.rounds("global") == [2]
-
-
 def test_closing_a_background_store_writes_everything_and_stops_its_thread(tmp_path):
     import threading
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import pickle
 import struct
 import zlib
 from collections.abc import Callable
@@ -24,6 +23,7 @@ import numpy as np
 
 from ..errors import DataError
 from .cache import cached_arrays, one_line, source_key, unpack_once
+from .pickles import PICKLE_ERRORS, TRUST_ENV, trusted_pickle
 from .registry import FMNIST_FILES, Dataset, DatasetSpec, fail, make_dataset, take_subset
 
 Err = Callable[[str], DataError]
@@ -58,67 +58,54 @@ def _finish(spec: DatasetSpec, x, y, k: int, subset: int | None, path) -> Datase
 # CIFAR-10/100, torchvision's python format
 
 
-def _torchvision_cifar(which: str, verify_md5: bool):
-    """torchvision's CIFAR class; with verify_md5=False, presence replaces the md5 checks.
-
-    torchvision accepts only the official files (it checks each one's md5). Copies in the
-    same format but not byte-identical (re-pickled, or the small files our tests write)
-    are still read by torchvision's own parser when verify_md5=False; we then validate
-    shapes and labels ourselves.
-    """
+def _cifar_files(which: str) -> tuple[list, list, dict]:
+    """torchvision's (train files, test files, meta file) of the CIFAR python format, each
+    file with the MD5 of its official copy."""
     from torchvision.datasets import CIFAR10, CIFAR100
 
     base = CIFAR10 if which == "cifar10" else CIFAR100
-    if verify_md5:
-        return base
+    return base.train_list, base.test_list, base.meta
 
-    class Unverified(base):  # type: ignore[misc, valid-type]
-        def _check_integrity(self) -> bool:
-            return all(
-                os.path.isfile(os.path.join(self.root, self.base_folder, f))
-                for f, _ in self.train_list + self.test_list
-            )
 
-        def _load_meta(self) -> None:
-            path = os.path.join(self.root, self.base_folder, self.meta["filename"])
-            with open(path, "rb") as f:
-                self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
-            self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
-
-    return Unverified
+def _cifar_batches(found: Path, files: list, err: Err) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 (n, 3, 32, 32) images and int64 labels of the batch files ``files``, in order."""
+    xs, ys = [], []
+    for name, md5 in files:
+        entry = trusted_pickle(found / name, md5, err)
+        try:
+            rows = np.asarray(entry["data"])
+            labels = np.asarray(entry["labels"] if "labels" in entry else entry["fine_labels"], dtype=np.int64)
+        except PICKLE_ERRORS as e:
+            raise err(f"malformed batch file {name} ({type(e).__name__}: {one_line(e)}) in") from None
+        if rows.dtype != np.uint8 or rows.ndim != 2 or rows.shape[1] != 3072 or labels.shape != (len(rows),):
+            raise err(f"batch {name} has arrays of shape {rows.shape} and {labels.size} labels in")
+        xs.append(rows.reshape(-1, 3, 32, 32))  # rows: 1024 R, 1024 G, 1024 B
+        ys.append(labels)
+    return np.concatenate(xs), np.concatenate(ys)
 
 
 def _load_cifar(spec: DatasetSpec, found: Path, which: str, k: int, subset, verify_md5: bool):
-    cls = _torchvision_cifar(which, verify_md5)
-    files = [found / f for f, _ in cls.train_list + cls.test_list] + [found / cls.meta["filename"]]
     err: Err = lambda problem: fail(spec.name, problem, found, spec.format)  # noqa: E731
+    if verify_md5 is not True:
+        raise err(f"verify_md5={verify_md5!r}: the check cannot be turned off (the files are pickles, and "
+                  f"reading a pickle can run code); vouch for copies you trust with ${TRUST_ENV}; in")
+    train_files, test_files, meta = _cifar_files(which)
+    files = [found / f for f, _ in train_files + test_files] + [found / meta["filename"]]
     missing = [f.name for f in files if not f.is_file()]
     if missing:
         raise err(f"missing {', '.join(missing)} in")
 
     def build():
-        # The standard CIFAR format is a Python pickle; torchvision unpickles it because the
-        # format requires it. Unpickling can run code, so we only ever read a root that the
-        # user gave us, never anything downloaded or found elsewhere.
-        parts = []
-        for train in (True, False):
-            try:
-                ds = cls(root=str(found.parent), train=train, download=False)
-            except RuntimeError as e:
-                raise err(f"torchvision rejected the files ({one_line(e)}; "
-                          "verify_md5=False accepts non-official copies)") from None
-            except (pickle.UnpicklingError, EOFError, ValueError, KeyError, TypeError,
-                    AttributeError, IndexError, OSError) as e:
-                raise err(f"truncated or malformed batch file ({type(e).__name__}: {one_line(e)})") from None
-            if len(ds.classes) != k:
-                raise err(f"meta names {len(ds.classes)} classes, expected {k}")
-            data = np.asarray(ds.data)
-            targets = np.asarray(ds.targets, dtype=np.int64)
-            if data.dtype != np.uint8 or data.shape[1:] != (32, 32, 3) or len(targets) != len(data):
-                raise err(f"batch arrays have shape {data.shape} and {len(targets)} labels")
-            parts.append((data, targets))
-        x = np.concatenate([p[0] for p in parts]).transpose(0, 3, 1, 2)  # NHWC → NCHW
-        y = np.concatenate([p[1] for p in parts])
+        # The standard CIFAR format is a Python pickle; a file is unpickled only when it is
+        # the official one or the user vouches for it (fl_sim.data.pickles).
+        try:
+            classes = trusted_pickle(found / meta["filename"], meta["md5"], err)[meta["key"]]
+        except PICKLE_ERRORS as e:
+            raise err(f"malformed meta file ({type(e).__name__}: {one_line(e)}) in") from None
+        if len(classes) != k:
+            raise err(f"meta names {len(classes)} classes, expected {k}")
+        (xa, ya), (xb, yb) = _cifar_batches(found, train_files, err), _cifar_batches(found, test_files, err)
+        x, y = np.concatenate([xa, xb]), np.concatenate([ya, yb])
         if y.min() < 0 or y.max() >= k:
             raise err(f"labels span {y.min()}..{y.max()}, outside 0..{k - 1}")
         return normalize(x, which), y

@@ -36,7 +36,7 @@ class AttackContext:
     def store(self, scenario: Scenario, name: str | None = None) -> SnapshotStore:
         """The snapshots of the scenario's training (or of its federation ``name``)."""
         name = name or scenario.training_for(self.cfg.federation.mode).name
-        return SnapshotStore(Path(self.run_dir) / "snapshots" / name)
+        return SnapshotStore(Path(self.run_dir) / "snapshots" / name, within=self.run_dir)
 
 
 # Watchers of the evaluations (progress bars, the report's figure data) are told here

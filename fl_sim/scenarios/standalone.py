@@ -57,7 +57,7 @@ class TargetView:
         cfg, split = ctx.cfg, ctx.split
         self.ctx, self.cfg, self.data, self.split = ctx, cfg, ctx.data, split
         self.mode = cfg.federation.mode
-        self.store = SnapshotStore(snapshot_dir(ctx.run_dir, self.mode))
+        self.store = SnapshotStore(snapshot_dir(ctx.run_dir, self.mode), within=ctx.run_dir)
         self.final = final_round(cfg)
         if self.store.find(self.final, None, "global") is None:
             raise SnapshotError(f"no final snapshot (round {self.final}) in {self.store.dir}; "
