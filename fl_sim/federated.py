@@ -263,6 +263,7 @@ def train_federated(cfg: Config, training: Training, data: Data, split: Split,
                       rounds=fed.rounds - resume.start, attacker_plans=attacker_plans, num_cpus=fed.num_cpus,
                       num_gpus=0.0 if fed.device == "cpu" and fed.num_gpus is None else fed.num_gpus,
                       round_timeout_s=fed.round_timeout_s, ray_address=fed.ray_address,
+                      ray_connect_timeout_s=fed.ray_connect_timeout_s,
                       on_round=(lambda r: progress(name, r + resume.start)) if progress else None)
         try:
             if secagg:
