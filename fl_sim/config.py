@@ -8,6 +8,7 @@ errors: a typo must never silently fall back to a default. All bad input surface
 from __future__ import annotations
 
 import math
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -38,6 +39,22 @@ class ModelConfig(_Section):
     options: dict[str, Any] = Field(default_factory=dict)  # passed to the builder (e.g. widths)
 
 
+_RAY_HOST_PORT = re.compile(r"(?:ray://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?):(\d{1,5})")
+
+
+def ray_address_problem(address: str) -> str | None:
+    """Why ``address`` is no Ray address fl-sim can join ("auto", "local", "HOST:PORT",
+    "ray://HOST:PORT"), or None. Also applied to $RAY_ADDRESS when the federation starts."""
+    if address in ("auto", "local"):
+        return None
+    m = _RAY_HOST_PORT.fullmatch(address)
+    if m is None:
+        return f"{address!r} is not a Ray address: expected auto, HOST:PORT or ray://HOST:PORT"
+    if not 0 < int(m.group(2)) < 65536:
+        return f"{address!r}: port {m.group(2)} is outside 1..65535"
+    return None
+
+
 class FederationConfig(_Section):
     mode: Literal["federated", "standalone", "finetune"] = "federated"
     participants: int = Field(4, gt=0)
@@ -59,9 +76,14 @@ class FederationConfig(_Section):
     # where local training, DP-SGD, gradient ascent, features and attack models compute:
     # auto = CUDA when torch sees it (in the process that computes), else the CPU
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    # an existing Ray cluster to run the participants on ("HOST:PORT" of its head, "auto");
-    # None: $RAY_ADDRESS when set, else a Ray of this process's own
+    # an existing Ray cluster to run the participants on ("HOST:PORT" of its head's GCS,
+    # "ray://HOST:PORT" for Ray Client, "auto": the one `ray start` left on this machine);
+    # None: $RAY_ADDRESS when set, else a Ray of this process's own, on loopback, with
+    # token authentication (docs/ray-cluster.md)
     ray_address: str | None = None
+    # how long joining ray_address may take before the run stops with one line; Ray's own
+    # retries would wait more than 10 minutes for an address where nothing listens
+    ray_connect_timeout_s: float = Field(30.0, gt=0, le=3600)
     round_timeout_s: float = Field(600.0, gt=0)
     # which rounds' snapshots stay on disk: "attack" = the attack epochs and their
     # neighbours (what the configured attacks read), "all", or a list; the latest round's
@@ -84,6 +106,13 @@ class FederationConfig(_Section):
     def _kept_rounds(cls, v):
         if isinstance(v, list) and (not v or len(set(v)) != len(v)):
             raise ValueError("give a non-empty list of distinct rounds, 'all' or 'attack'")
+        return v
+
+    @field_validator("ray_address")
+    @classmethod
+    def _ray_address(cls, v: str | None) -> str | None:
+        if v is not None and (problem := ray_address_problem(v)):
+            raise ValueError(problem)
         return v
 
 

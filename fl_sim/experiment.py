@@ -194,6 +194,11 @@ def run_experiment(cfg: Config | None, out: str | Path | None = None, *,
     settings that do not change it); its split and passive snapshots are linked in, not
     retrained."""
     t0 = time.time()
+    if cfg is not None and cfg.federation.mode == "federated":
+        from fl_sim.federation import join_ray_cluster
+
+        # a cluster that is not there fails now, with one line, before the run directory exists
+        join_ray_cluster(cfg.federation.ray_address, cfg.federation.ray_connect_timeout_s)
     cfg, run_dir = open_run(cfg, out, overwrite, resume)
     if passive_from is not None and not resume:
         _link_passive(Path(passive_from), run_dir)

@@ -291,6 +291,7 @@ def _run_rounds(cfg: Config, split: Split, plan_path: Path, attacker_plans: dict
                   rounds=fed.rounds - resume.start, attacker_plans=attacker_plans, num_cpus=fed.num_cpus,
                   num_gpus=0.0 if fed.device == "cpu" and fed.num_gpus is None else fed.num_gpus,
                   round_timeout_s=fed.round_timeout_s, ray_address=fed.ray_address,
+                  ray_connect_timeout_s=fed.ray_connect_timeout_s,
                   on_round=(lambda r: progress(name, r + resume.start)) if progress else None)
     if secagg:
         run_secagg_federation(secagg=defense.secagg_params(cfg, max(len(t) for t in split.train)), **common)
