@@ -68,7 +68,13 @@ def _parser() -> argparse.ArgumentParser:
                        "  fl-sim list attacks\n  fl-sim COMMAND --help")
     p.add_argument("--version", action="version", version=f"fl-sim {_version()}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+    _add_run(sub)
+    _add_compare(sub)
+    _add_the_rest(sub)
+    return p
 
+
+def _add_run(sub) -> None:
     r = _sub(sub, "run", "run one experiment: train the federations the attacks need, attack, report",
              "  fl-sim run\n  fl-sim run configs/location30_fc.yaml --out runs/loc30\n"
              "  fl-sim run --set 'attack.names=[global_passive,local_passive]' --set seed=3\n"
@@ -81,6 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from its last complete round")
     _quiet_flags(r)
 
+
+def _add_compare(sub) -> None:
     c = _sub(sub, "compare", "passive against active attacks over seeds (the paper's Table X), a sweep "
              "of one config key, or the defense x attacker matrix",
              "  fl-sim compare configs/location30_fc.yaml --attacks global_passive,global_isolating --seeds 3\n"
@@ -113,6 +121,8 @@ def _parser() -> argparse.ArgumentParser:
                         "seeds are kept, a killed one resumes, the rest run")
     _quiet_flags(c)
 
+
+def _add_the_rest(sub) -> None:
     a = _sub(sub, "attack", "attack a finished run's snapshots again with other attack settings "
              "(no retraining)", "  fl-sim attack runs/loc30 --set attack.gradients=matrix\n"
              "  fl-sim attack runs/loc30 --epochs 20,30,40 --epochs 50,60")
@@ -137,7 +147,6 @@ def _parser() -> argparse.ArgumentParser:
 
     ls = _sub(sub, "list", "list what a config can name, one line each", "  fl-sim list attacks")
     ls.add_argument("kind", choices=_LISTS, help="what to list")
-    return p
 
 
 def _quiet_flags(p: argparse.ArgumentParser) -> None:
