@@ -37,6 +37,9 @@ class Training:
     global_ascent: bool = False
     local_ascent: bool = False
     local_boost: bool = False        # the local attacker scales its ascent by N (beyond the paper)
+    # the aggregator's ascent gives every target record's gradient unit norm before the sum
+    # (beyond the paper: under the sum rule fitted members, with near-zero gradients, hardly push)
+    normalized: bool = False
     defenses: tuple[str, ...] = ("none", "dp_sgd", "central_dp_server", "central_dp_client", "local_dp",
                                  "secagg", "robust")
     summary: str = ""
@@ -57,6 +60,12 @@ TRAININGS: dict[str, Training] = {t.name: t for t in (
              summary="the aggregator sends the victim only its own previous upload"),
     Training("global_isolating_gradient_ascent", isolate=True, global_ascent=True,
              summary="isolation, and the victim's own model pushed up the loss"),
+    Training("global_gradient_ascent_normalized", global_ascent=True, normalized=True,
+             summary="the aggregator pushes the model up the victim's targets' loss, each "
+                     "target's gradient at unit norm"),
+    Training("global_isolating_gradient_ascent_normalized", isolate=True, global_ascent=True, normalized=True,
+             summary="isolation, and the victim's own model pushed up the loss, each target's "
+                     "gradient at unit norm"),
     Training("local_gradient_ascent", local_ascent=True,
              summary="one participant pushes its upload up the others' targets' loss"),
     Training("local_gradient_ascent_boosted", local_ascent=True, local_boost=True,
@@ -270,6 +279,14 @@ for _s in (
     Scenario("global_isolating_gradient_ascent", _FED, "uploads", "victim", "whitebox",
              training="global_isolating_gradient_ascent",
              under_secagg="the victim's own upload (to send it back)", summary="active: isolation + ascent"),
+    # beyond the paper: every target record pushes with the same weight
+    Scenario("global_gradient_ascent_normalized", _FED, "uploads", "victim", "whitebox",
+             training="global_gradient_ascent_normalized", under_secagg="aggregate",
+             summary="active, beyond the paper: ascent with each target's gradient at unit norm"),
+    Scenario("global_isolating_gradient_ascent_normalized", _FED, "uploads", "victim", "whitebox",
+             training="global_isolating_gradient_ascent_normalized",
+             under_secagg="the victim's own upload (to send it back)",
+             summary="active, beyond the paper: isolation + the normalised ascent"),
     # federated, local attacker (a participant)
     Scenario("local_passive", _FED, "received", "union_of_others", "whitebox",
              training="passive", summary="a participant reads the global models"),

@@ -122,9 +122,10 @@ def _train(cfg: Config, data: Data, split: Split, run_dir: Path, progress: Progr
 
 
 def _attack(cfg: Config, data: Data, split: Split, run_dir: Path, progress: Progress,
-            timing: dict) -> list[dict]:
+            timing: dict, trainings: dict | None = None) -> list[dict]:
     """Every attack of the run, with progress, timing, and the figure data the report's
-    per-record figures need, saved now: the snapshots may not outlive the run."""
+    per-record figures need (with the active trainings' per-record push measurements),
+    saved now: the snapshots may not outlive the run."""
     recorder, shown = figdata.Recorder(cfg), AttackProgress(progress, cfg)
 
     def on_done(name: str, seconds: float) -> None:
@@ -143,7 +144,8 @@ def _attack(cfg: Config, data: Data, split: Split, run_dir: Path, progress: Prog
     finally:
         shown.close()
     timing["attack_s"] = time.time() - t
-    figdata.save(run_dir, recorder.data(attacks))
+    pushes = {name: t["push_records"] for name, t in (trainings or {}).items() if "push_records" in t}
+    figdata.save(run_dir, recorder.data(attacks, pushes))
     return attacks
 
 
@@ -165,7 +167,7 @@ def report_or_warn(run_dir: Path, results: dict) -> str | None:
 def _results(cfg: Config, data: Data, target: dict, trainings: dict, attacks: list,
              timing: dict) -> dict:
     failures = [dict(f, setting=name) for name, s in trainings.items() for f in s["failures"]]
-    keys = ("train_acc", "test_acc", "victim", "snapshot_bytes", "dp_epsilon", "defense", "not_run")
+    keys = ("train_acc", "test_acc", "victim", "push", "snapshot_bytes", "dp_epsilon", "defense", "not_run")
     return {
         "dataset": data.name,
         "dataset_display_name": data.display_name,
@@ -211,7 +213,7 @@ def run_experiment(cfg: Config | None, out: str | Path | None = None, *,
         split = run_split(cfg, data, run_dir)
         timing: dict[str, float] = {"load_s": time.time() - t0}
         target, trainings = _train(cfg, data, split, run_dir, shown, timing)
-        attacks = _attack(cfg, data, split, run_dir, shown, timing)
+        attacks = _attack(cfg, data, split, run_dir, shown, timing, trainings)
         timing["total_s"] = time.time() - t0  # a resumed run counts its own time only
         results = _results(cfg, data, target, trainings, attacks, timing)
         error = report_or_warn(run_dir, results)

@@ -21,6 +21,7 @@ from fl_sim.errors import SnapshotError
 from fl_sim.io import read_json, write_json
 from fl_sim.models import get_arrays, model_from
 from fl_sim.plan import ClientPlan, LocalAttackPlan, place_in_run, plan_files
+from fl_sim.push import measure_pushes
 from fl_sim.runtime import threads_for
 from fl_sim.snapshots import SnapshotStore
 from fl_sim.splits import Split, target_sets
@@ -53,7 +54,11 @@ def keep_rounds(cfg: Config) -> list[int] | None:
         return None
     if kr == "attack":
         epochs = set(cfg.attack_epochs())
-        return sorted(epochs | {e - 1 for e in epochs if e > 1} | {e + 1 for e in epochs})
+        # and the aggregator's pushes with the model each started from, to measure them
+        # (fl_sim.push); by default they are the attack epochs, kept anyway
+        pushes = set(cfg.ascent_rounds())
+        return sorted(epochs | {e - 1 for e in epochs if e > 1} | {e + 1 for e in epochs}
+                      | pushes | {r - 1 for r in pushes if r > 1})
     return sorted(kr)
 
 
@@ -126,19 +131,22 @@ def resume_point(cfg: Config, data: Data, store: SnapshotStore, failures_path: P
     return _Resume(start, init, failures, previous)
 
 
-def ascent_step(cfg: Config, data: Data, split: Split):
+def ascent_step(cfg: Config, data: Data, split: Split, normalized: bool = False):
     """The aggregator's gradient-ascent step on the victim's target records:
-    (arrays) -> arrays pushed up their loss."""
-    from attacks.active import gradient_ascent
+    (arrays) -> arrays pushed up their loss (``normalized``: each record's gradient at unit
+    norm). The targets are the victim's known and evaluation members and as many of the
+    split's non-members; the non-members are the same records whatever the victim."""
+    from attacks.active import gradient_ascent, normalized_gradient_ascent
 
     targets = target_sets(split, [cfg.attack.target_participant]).all_indices()
     tx, ty = data.x[targets], data.y[targets]
     spec = model_spec(cfg, data)
     dev = resolve_device(cfg.federation.device)
+    push = normalized_gradient_ascent if normalized else gradient_ascent
 
     def step(arrays):
         model = model_from(spec, arrays).to(dev)
-        gradient_ascent(model, tx, ty, cfg.attack.gamma)
+        push(model, tx, ty, cfg.attack.gamma)
         return get_arrays(model)
 
     return step
@@ -151,7 +159,7 @@ def attacker_settings(cfg: Config, training: Training, data: Data, split: Split)
         isolate=training.isolate, ascent=training.global_ascent,
         victim=cfg.attack.target_participant, ascent_rounds=set(cfg.ascent_rounds()),
         isolate_rounds=set(cfg.isolate_rounds()),
-        ascent_fn=ascent_step(cfg, data, split) if training.global_ascent else None,
+        ascent_fn=ascent_step(cfg, data, split, training.normalized) if training.global_ascent else None,
         record_clipped="central_dp_server" in cfg.defense.parts(),
         noise_seed=cfg.seed if defense.server_noise(cfg) else None)
 
@@ -202,8 +210,10 @@ def make_secagg_strategy(cfg: Config, training: Training, data: Data, split: Spl
 
 
 def measure_training(cfg: Config, data: Data, split: Split, store: SnapshotStore,
-                     failures_path: Path) -> dict:
-    """Target accuracy after the last round, failures, disk use and DP epsilon."""
+                     failures_path: Path, training: Training | None = None) -> dict:
+    """Target accuracy after the last round, failures, disk use and DP epsilon; with an
+    aggregator that pushed (``training``), what each push did to the targets
+    (``push``: per-group summaries, ``push_records``: the per-record values)."""
     final_round = max(store.rounds("global"), default=0)
     if final_round < cfg.federation.rounds:
         raise RuntimeError(f"federation {store.dir.name} stopped after round {final_round} "
@@ -216,6 +226,8 @@ def measure_training(cfg: Config, data: Data, split: Split, store: SnapshotStore
                        split.train[victim])
         out["victim"] = {"participant": victim, **mine}
     out["failures"] = read_json(failures_path) if failures_path.exists() else []
+    if training is not None and (pushes := measure_pushes(cfg, training, data, split, store)) is not None:
+        out["push"], out["push_records"] = pushes
     out["snapshot_bytes"] = store.size_bytes()
     if "dp_sgd" in cfg.defense.parts():
         from clients.dp import cumulative_epsilon
@@ -278,7 +290,7 @@ def train_federated(cfg: Config, training: Training, data: Data, split: Split,
             _run_rounds(cfg, split, plan_path, attacker_plans, resume, strategy, secagg, progress, name)
     finally:  # the rounds done stay on disk for a resume, whatever stopped the run; a write
         store.close()  # that failed is raised here, unless another error is already on its way
-    return measure_training(cfg, data, split, store, failures_path)
+    return measure_training(cfg, data, split, store, failures_path, training)
 
 
 def _run_rounds(cfg: Config, split: Split, plan_path: Path, attacker_plans: dict[int, str], resume: _Resume,

@@ -190,7 +190,8 @@ def _federation(grid: Grid, cfg, training, data, split, run_dir: Path) -> list[s
                                  evaluate_fn=evaluate_fn)
             finally:  # the rounds done stay on disk for a resume, whatever stopped the run
                 p.store.close()
-        result = measure_training(run_cfg, data, split, p.store, p.failures_path)  # raises if rounds are missing
+        # raises if rounds are missing
+        result = measure_training(run_cfg, data, split, p.store, p.failures_path, training)
         LOG.info("Flower runtime: %s: train accuracy %.3f, test accuracy %.3f, %d failures", name,
                  result["train_acc"], result["test_acc"], len(result["failures"]))
         names.append(name)

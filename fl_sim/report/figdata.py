@@ -15,7 +15,18 @@ Layout (version 1)::
                              "entropy": [float] * n,  # prediction entropy (nats), last snapshot
                              "snapshots": [str|int] * k,  # epochs observed, in order
                              "grad_param": str | null,    # the last layer's weight
-                             "grad_norm": [[float] * n] * k | null}]}}}  # its L2 norm per record
+                             "grad_norm": [[float] * n] * k | null}]}},  # its L2 norm per record
+     "pushes": {federation: [                       # optional: aggregators that pushed
+                    {"round": int,                  #   one entry per push round measured
+                     "index": [int] * m,            #   the victim's target records
+                     "member": [0/1] * m,           #   a member of the victim or not
+                     "loss_before": [float] * m, "loss_after": [float] * m, "loss_rise": [float] * m,
+                     "grad_norm_before": [float] * m, "grad_norm_after": [float] * m,
+                     "grad_norm_last_before": [float] * m, "grad_norm_last_after": [float] * m}]}}
+
+``pushes`` (see :mod:`fl_sim.push`): per push round, each target record's loss and loss-
+gradient L2 norm (all trained parameters; the last nn.Linear) under the model the push
+started from and under the model sent.
 
 Only attacks evaluated through ``fit_and_score`` (the white-box, compact, loss and
 unsupervised models) have evaluations; the others have none.
@@ -114,15 +125,19 @@ class Recorder:
                               "evaluations": self.pending}
         self.pending = []
 
-    def data(self, results: list[dict]) -> dict:
-        """The figure data, each evaluation's snapshots named from the attacks' results."""
+    def data(self, results: list[dict], pushes: dict | None = None) -> dict:
+        """The figure data, each evaluation's snapshots named from the attacks' results;
+        ``pushes``: federation name -> per-round per-record push measurements."""
         by_name = {r["name"]: r for r in results}
         for name, entry in self.attacks.items():
             for i, ev in enumerate(entry["evaluations"]):
                 names = _snapshot_names(by_name.get(name, {}), i, len(ev["snapshots"]))
                 if names is not None:
                     ev["snapshots"] = names
-        return {"version": VERSION, "attacks": self.attacks}
+        out = {"version": VERSION, "attacks": self.attacks}
+        if pushes:
+            out["pushes"] = pushes
+        return out
 
 
 def save(run_dir: Path, data: dict) -> None:
