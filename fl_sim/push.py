@@ -54,7 +54,8 @@ def pushed_from(cfg: Config, training: Training, store: SnapshotStore, rnd: int,
                 initial: dict[str, np.ndarray]) -> tuple[str, dict[str, np.ndarray] | None]:
     """(what, arrays) the aggregator pushed in round ``rnd``, as GlobalAttacker chooses it:
     in an isolation round the victim's previous upload, otherwise the previous aggregate
-    (round 1: the initial model). arrays is None when that snapshot was not kept."""
+    (round 1: the initial model). arrays is None when that snapshot is not in the store (not
+kept, or the victim sent no upload that round)."""
     victim = cfg.attack.target_participant
     if training.isolate and rnd in set(cfg.isolate_rounds()) and rnd > 1:
         if store.find(rnd - 1, victim, "upload") is not None:
@@ -162,7 +163,7 @@ def measure_pushes(cfg: Config, training: Training, data: Data, split: Split,
         sent = _sent(store, rnd, victim)
         if before is None or sent is None:
             notes.append(f"round {rnd}: push not measured, "
-                         f"{'the ' + what if before is None else 'the model sent'} was not kept")
+                         f"{'the ' + what if before is None else 'the model sent'} is not in the snapshot store")
             continue
         summary, per = measure_push(cfg, data, sets, before, sent, training.normalized)
         rounds.append({"round": rnd, "pushed_from": what, **summary})

@@ -205,3 +205,22 @@ def test_local_attackers_boosted_push_is_n_times_its_plain_push(tmp_path):
     assert np.linalg.norm(plain) > 0
     np.testing.assert_allclose(plain, uploads["plain push"], atol=1e-6)
     np.testing.assert_allclose(boosted, n * plain, rtol=1e-4, atol=1e-6)
+
+
+def test_a_push_whose_snapshots_are_gone_is_noted_not_measured(digits, tmp_path):
+    from fl_sim.push import measure_pushes
+    from fl_sim.snapshots import SnapshotStore
+
+    _, data, split = digits
+    cfg = tiny_config(attack__gamma=0.01, federation__rounds=3, attack__epochs=[2, 3])
+    store = SnapshotStore(tmp_path / "s")
+    start = initial_arrays(cfg, data)
+    step = ascent_step(cfg, data, split)
+    store.put(1, None, "global", start)
+    store.put(2, 0, "sent", step(start))
+    store.put(3, 0, "sent", step(start))  # round 2's aggregate, its starting point, is missing
+    summary, records = measure_pushes(cfg, TRAININGS["global_gradient_ascent"], data, split, store)
+    assert [r["round"] for r in summary["rounds"]] == [2] and len(records) == 1
+    assert summary["rounds"][0]["pushed_from"] == "aggregate of round 1"
+    assert summary["notes"] == ["round 3: push not measured, the aggregate of round 2 is not in the snapshot store"]
+    assert measure_pushes(cfg, TRAININGS["global_isolating"], data, split, store) is None
