@@ -267,8 +267,12 @@ _NO_DEFENSE = ("none",)  # stand-alone training runs without the federated clien
 
 for _s in (
     # federated, global attacker (the aggregator): Nasr et al. Sec. V, Table X
+    # under SecAgg+ the attacks that read one model per round run on the aggregates, which
+    # a passive aggregator holds too (judged on every participant's records); the ones that
+    # need each participant's own upload are not observable
     Scenario("global_passive", _FED, "uploads", "each_participant", "whitebox",
-             training="passive", summary="the aggregator reads every upload; mean over participants"),
+             training="passive", under_secagg="aggregate",
+             summary="the aggregator reads every upload; mean over participants"),
     # under SecAgg+ the ascent still goes to everyone, and its effect shows in the aggregate
     Scenario("global_gradient_ascent", _FED, "uploads", "victim", "whitebox",
              training="global_gradient_ascent", under_secagg="aggregate",
@@ -301,13 +305,18 @@ for _s in (
              under_secagg="each participant's upload and the others' as reference models",
              summary="LiRA with the other participants' uploads as OUT references"),
     Scenario("global_compact", _FED, "uploads", "each_participant", "compact",
-             training="passive", summary="logistic regression on losses and gradient norms"),
+             training="passive", under_secagg="aggregate",
+             summary="logistic regression on losses and gradient norms"),
     Scenario("global_compact_references", _FED, "uploads", "each_participant", "compact_references",
-             training="passive", summary="global_compact plus the gap to the other participants' uploads"),
+             training="passive",
+             under_secagg="the other participants' uploads as reference models",
+             summary="global_compact plus the gap to the other participants' uploads"),
     Scenario("global_loss_threshold", _FED, "uploads", "each_participant", "loss",
-             training="passive", summary="Yeom et al.: the mean loss under the victim's uploads"),
+             training="passive", under_secagg="aggregate",
+             summary="Yeom et al.: the mean loss under the victim's uploads"),
     Scenario("global_unsupervised", _FED, "uploads", "each_participant", "unsupervised",
-             training="passive", summary="encoder-decoder + spectral clustering, no labels"),
+             training="passive", under_secagg="aggregate",
+             summary="encoder-decoder + spectral clustering, no labels"),
     # stand-alone and fine-tuning (Nasr et al. Sec. IV, Table IX)
     Scenario("standalone_whitebox", _STANDALONE, "target", "target", "whitebox",
              defenses=_NO_DEFENSE, summary="supervised white-box attack on the target"),

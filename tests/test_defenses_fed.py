@@ -73,9 +73,12 @@ def test_secagg_strategy_never_holds_an_individual_upload(baseline, tmp_path):
     # (up to SecAgg+'s quantization: +-8 in 2^22 levels)
     assert np.max(np.abs(_flat(store.get(1, None, "global")) - _flat(baseline.get(1, None, "global")))) < 1e-4
     by = {a["name"]: a for a in results["attacks"]}
-    for name in ("global_passive", "global_isolating"):
-        assert by[name]["not_observable"].startswith("not observable under secagg")
-        assert "auc" not in by[name] and "accuracy" not in by[name]
+    assert by["global_isolating"]["not_observable"].startswith("not observable under secagg")
+    assert "auc" not in by["global_isolating"] and "accuracy" not in by["global_isolating"]
+    # the passive aggregator still holds the aggregates, and attacks them
+    assert 0 <= by["global_passive"]["auc"] <= 1 and "not_observable" not in by["global_passive"]
+    assert by["global_passive"]["observed"].startswith("the aggregates")
+    assert by["global_passive"]["defense"]["observed"].startswith("the aggregates")
     assert not (tmp_path / "run" / "snapshots" / "global_isolating").exists()  # never trained
     assert 0 <= by["local_passive"]["auc"] <= 1   # the aggregates still reach every participant
 
@@ -216,7 +219,8 @@ def test_compare_defenses_writes_the_matrix_and_the_privacy_utility_plot(tmp_pat
                  "--set", "attack.epochs_attack_model=3", "--out", str(out), "--quiet"])
     assert code == 0, capsys.readouterr().err
     md = (out / "defenses.md").read_text()
-    assert "| none | global_passive |" in md and "| secagg | global_passive | not observable" in md
+    assert "| none | global_passive |" in md and "| secagg | global_passive |" in md
+    assert "| secagg | global_passive | not observable" not in md   # judged on the aggregates
     assert "| secagg | local_passive |" in md and "| none | local_passive |" in md
     assert (out / "privacy_utility.png").stat().st_size > 1000
     rows = (out / "defenses.csv").read_text().splitlines()
