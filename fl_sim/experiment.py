@@ -209,6 +209,11 @@ def run_experiment(cfg: Config | None, out: str | Path | None = None, *,
                  ", ".join(cfg.attack.names) or "none")
         set_status(run_dir, state="running")
         shown = Progress(progress_mode(progress))
+        if cfg.federation.mode == "federated":
+            from fl_sim.federation import cluster_address
+
+            if (address := cluster_address(cfg.federation.ray_address)) is not None:
+                shown.tell(f"the participants run on the Ray cluster at {address}")
         data = load_data(cfg)
         split = run_split(cfg, data, run_dir)
         timing: dict[str, float] = {"load_s": time.time() - t0}

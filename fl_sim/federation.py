@@ -293,6 +293,12 @@ def _address(ray_address: str | None) -> tuple[str | None, bool]:
     return (None if address == "local" else address), from_env
 
 
+def cluster_address(ray_address: str | None) -> str | None:
+    """The Ray cluster the federations run on (``ray_address``, else $RAY_ADDRESS); None:
+    a Ray of this process's own."""
+    return _address(ray_address)[0]
+
+
 def _host_port(address: str) -> tuple[str, int]:
     host, port = address.removeprefix("ray://").rsplit(":", 1)
     return host.strip("[]"), int(port)

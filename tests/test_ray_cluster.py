@@ -123,6 +123,8 @@ def test_a_federation_runs_on_an_existing_two_node_ray_cluster(cluster, tmp_path
     assert ray.get_runtime_context().gcs_address.rsplit(":", 1)[1] == address.rsplit(":", 1)[1]
     assert sum(n["Alive"] for n in ray.nodes()) == 2
     assert federation._KEPT["pool"].num_actors == 2  # one actor on each node's one CPU
+    # the run says where its participants ran
+    assert f"the participants run on the Ray cluster at {address}" in (tmp_path / "run" / "run.log").read_text()
 
     store = SnapshotStore(tmp_path / "run" / "snapshots" / "passive")
     for rnd in (1, 2):

@@ -113,6 +113,12 @@ class Progress:
         if self.mode == "lines":
             print(f"fl-sim: {line}", file=sys.stderr, flush=True)
 
+    def tell(self, line: str) -> None:
+        """A line the user must see unless quiet (bars or not), and the log."""
+        LOG.info(line)
+        if self.mode != "quiet":
+            print(f"fl-sim: {line}", file=sys.stderr, flush=True)
+
     def rounds(self, rounds: int) -> Rounds:
         return Rounds(self, rounds)
 
