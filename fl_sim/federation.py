@@ -95,6 +95,42 @@ def run_federation(*, strategy: Strategy, plan_path: str, participants: int, rou
               ray_address, ray_connect_timeout_s)
 
 
+# The Flower releases whose private pieces _prompt_polling and _actors_kept_for_the_process
+# replace (read in flwr 1.42's sources). pyproject.toml pins the same range; with any other
+# Flower installed, the simulation runs on Flower's own engine, unpatched (one warning).
+PATCHED_FLOWER = ("1.42", "1.43")   # [from, to)
+_WARNED: set[str] = set()
+
+
+def installed_flower() -> str:
+    from importlib.metadata import version
+
+    return version("flwr")
+
+
+def flower_patches_apply(flower_version: str | None = None) -> bool:
+    """Whether the installed Flower is one the engine patches were written for."""
+    from packaging.version import Version
+
+    v = Version(flower_version or installed_flower())
+    return Version(PATCHED_FLOWER[0]) <= Version(v.base_version) < Version(PATCHED_FLOWER[1])
+
+
+def _engine(flower_version: str | None = None):
+    """The patches for the Flower this process has, or nothing (and one warning per process)
+    when it is not the release they were written for."""
+    if flower_patches_apply(flower_version):
+        return _actors_kept_for_the_process(), _prompt_polling(POLL_INTERVAL_S)
+    v = flower_version or installed_flower()
+    if v not in _WARNED:
+        _WARNED.add(v)
+        print(f"fl-sim: warning: Flower {v} is not the release fl-sim's engine speed-ups were written for "
+              f"({PATCHED_FLOWER[0]}.x): running Flower's own engine, which starts Ray and its actors again "
+              "for every federation (seconds each) and polls for messages every 0.1 s instead of 5 ms",
+              file=sys.stderr, flush=True)
+    return nullcontext(), nullcontext()
+
+
 # How often the simulation engine looks for new messages and for replies (seconds); None
 # keeps Flower's 0.1 s. See _prompt_polling.
 POLL_INTERVAL_S: float | None = 0.005
@@ -469,12 +505,15 @@ def _simulate(server_app, client_app, participants: int, num_cpus: float, num_gp
     # before Flower's engine starts: it would call ray.init itself, unbounded, in this thread
     address = _ensure_ray(ray_address, ray_connect_timeout_s, quiet)
     backend_config = {"client_resources": resources}
+    kept, polling = _engine()
     try:
-        with quiet_flwr(quiet), _actors_kept_for_the_process(), _prompt_polling(POLL_INTERVAL_S):
+        with quiet_flwr(quiet), kept, polling:
             run_simulation(server_app=server_app, client_app=client_app,
                            num_supernodes=participants, backend_config=backend_config,
                            verbose_logging=False)
         _KEPT["address"] = address
+        if isinstance(kept, nullcontext):  # Flower's own backend shut Ray down: forget it too
+            shutdown_ray()
     except Exception as e:
         cause = e.__cause__ or e
         if isinstance(cause, SnapshotWriteError):  # a full disk: its own message says what to do
