@@ -9,9 +9,9 @@ TORCH := torch==2.14.1 torchvision==0.29.1
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -qq --upgrade pip
+	$(PY) -m pip install -qq $(TORCH)
+	$(PY) -m pip install -qq -e ".[test]"
 	touch $@
 
 .PHONY: setup run test bench
