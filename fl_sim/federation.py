@@ -506,6 +506,10 @@ def _simulate(server_app, client_app, participants: int, num_cpus: float, num_gp
     address = _ensure_ray(ray_address, ray_connect_timeout_s, quiet)
     backend_config = {"client_resources": resources}
     kept, polling = _engine()
+    if isinstance(kept, nullcontext):
+        # Flower's own backend builds a pool of its own: the kept actors would hold the CPUs
+        # it asks for, and it would wait on them for ever
+        _drop_kept_pool()
     try:
         with quiet_flwr(quiet), kept, polling:
             run_simulation(server_app=server_app, client_app=client_app,

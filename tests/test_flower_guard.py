@@ -45,10 +45,15 @@ def test_outside_the_range_flower_runs_unpatched_with_one_warning(tmp_path, caps
         return flowers_run(**kwargs)
 
     monkeypatch.setattr(flwr.simulation, "run_simulation", run_simulation)
+    cfg = tiny_config(attack__names=["global_passive"], attack__epochs_attack_model=3)
+    # a process that already keeps actors (as after other federations): Flower's own engine
+    # must not wait for the CPUs they hold
+    run_experiment(cfg, tmp_path / "before", progress=False)
+    assert federation._KEPT.get("pool") is not None and unpatched == [False]
+    unpatched.clear()
     capsys.readouterr()
     monkeypatch.setattr(federation, "installed_flower", lambda: "1.43.0")
     monkeypatch.setattr(federation, "_WARNED", set())
-    cfg = tiny_config(attack__names=["global_passive"], attack__epochs_attack_model=3)
     results = run_experiment(cfg, tmp_path / "unpatched", progress=False)
     err = capsys.readouterr().err.splitlines()
     warned = [line for line in err if "Flower 1.43.0" in line]
