@@ -27,7 +27,6 @@ from fl_sim.errors import ConfigError
 from fl_sim.experiment import preflight
 from fl_sim.io import atomic_write_bytes, write_json
 from fl_sim.rundir import safe_name
-from fl_sim.target import check_names
 
 
 def parse_defenses(cfg: Config, spec: str) -> list[tuple[str, Config]]:
@@ -169,7 +168,6 @@ def privacy_utility_plot(rows: list[dict], path: Path, title: str) -> None:
 def run_defense_compare(cfg: Config, spec: str, seeds: int, out: str | Path | None, *, overwrite: bool = False,
                         progress: bool = True, keep_snapshots: str = "all", resume: bool = False) -> Path:
     """Every defense setting of ``spec`` over ``seeds`` seeds into ``out``; returns ``out``."""
-    check_names(cfg)
     settings = parse_defenses(rotating(cfg), spec)
     for _, c in settings:  # every setting, before the first one trains
         preflight(c)

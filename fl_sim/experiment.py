@@ -40,13 +40,12 @@ def preflight(cfg: Config) -> None:
         raise ConfigError(f"model.options: {', '.join(unknown)} not taken by model {cfg.model.name} "
                           f"(it takes {', '.join(model_options(cfg.model.name)) or 'no options'})")
     resolve_device(cfg.federation.device)
-    fed = cfg.federation
-    cores = os.cpu_count() or 1
+    fed, cores = cfg.federation, os.cpu_count() or 1
     if fed.mode == "federated" and not (fed.ray_address or os.environ.get("RAY_ADDRESS")) and fed.num_cpus > cores:
         # Ray would wait for an actor it can never place, then crash the simulation
         raise ConfigError(f"federation.num_cpus={fed.num_cpus:g}: a participant's share cannot exceed this "
                           f"machine's {cores} CPU cores")
-    if cfg.federation.mode == "federated":
+    if fed.mode == "federated":
         from fl_sim.defense import inner_strategy
         from fl_sim.federation import quiet_flwr
 

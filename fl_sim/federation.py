@@ -116,11 +116,11 @@ def flower_patches_apply(flower_version: str | None = None) -> bool:
     return Version(PATCHED_FLOWER[0]) <= Version(v.base_version) < Version(PATCHED_FLOWER[1])
 
 
-def _engine(flower_version: str | None = None):
-    """The patches for the Flower this process has, or nothing (and one warning per process)
-    when it is not the release they were written for."""
+def _patched_engine(flower_version: str | None = None) -> bool:
+    """Whether this process's Flower gets the engine patches; when not, one warning per
+    process saying what is slower."""
     if flower_patches_apply(flower_version):
-        return _actors_kept_for_the_process(), _prompt_polling(POLL_INTERVAL_S)
+        return True
     v = flower_version or installed_flower()
     if v not in _WARNED:
         _WARNED.add(v)
@@ -128,7 +128,7 @@ def _engine(flower_version: str | None = None):
               f"({PATCHED_FLOWER[0]}.x): running Flower's own engine, which starts Ray and its actors again "
               "for every federation (seconds each) and polls for messages every 0.1 s instead of 5 ms",
               file=sys.stderr, flush=True)
-    return nullcontext(), nullcontext()
+    return False
 
 
 # How often the simulation engine looks for new messages and for replies (seconds); None
@@ -505,18 +505,19 @@ def _simulate(server_app, client_app, participants: int, num_cpus: float, num_gp
     # before Flower's engine starts: it would call ray.init itself, unbounded, in this thread
     address = _ensure_ray(ray_address, ray_connect_timeout_s, quiet)
     backend_config = {"client_resources": resources}
-    kept, polling = _engine()
-    if isinstance(kept, nullcontext):
+    patched = _patched_engine()
+    if not patched:
         # Flower's own backend builds a pool of its own: the kept actors would hold the CPUs
         # it asks for, and it would wait on them for ever
         _drop_kept_pool()
     try:
-        with quiet_flwr(quiet), kept, polling:
+        with (quiet_flwr(quiet), _actors_kept_for_the_process() if patched else nullcontext(),
+              _prompt_polling(POLL_INTERVAL_S) if patched else nullcontext()):
             run_simulation(server_app=server_app, client_app=client_app,
                            num_supernodes=participants, backend_config=backend_config,
                            verbose_logging=False)
         _KEPT["address"] = address
-        if isinstance(kept, nullcontext):  # Flower's own backend shut Ray down: forget it too
+        if not patched:  # Flower's own backend shut Ray down: forget it too
             shutdown_ray()
     except Exception as e:
         cause = e.__cause__ or e

@@ -23,7 +23,6 @@ from fl_sim.experiment import preflight
 from fl_sim.io import atomic_write_bytes, write_json
 from fl_sim.report import on_victim
 from fl_sim.rundir import safe_name
-from fl_sim.target import check_names
 
 # attack settings the passive federation does not read (only the active ones and the attack
 # model do): a sweep over one of them trains the passive federation once per seed
@@ -147,7 +146,6 @@ def sweep_plot(rows: list[dict], key: str, path: Path, title: str) -> None:
 def run_sweep(cfg: Config, spec: str, seeds: int, out: str | Path | None, *,
               overwrite: bool = False, progress: bool = True, keep_snapshots: str = "all",
               resume: bool = False) -> Path:
-    check_names(cfg)
     key, values, configs = parse_sweep(rotating(cfg), spec)
     for c in configs:  # every value, before the first one trains
         preflight(c)

@@ -24,11 +24,9 @@ from tests.test_flower_runtime import (
     Processes,
     _start_superlink,
     _start_supernodes,
-    check_federation,
     flower_env,
-    flwr_run,
     free_port,
-    run_config,
+    run_app_and_check,
     write_tiny_config,
 )
 
@@ -172,11 +170,8 @@ def test_secured_deployment_runs_the_app_over_tls_and_refuses_unregistered_super
             # 305: Flower's "SuperNode could not connect to the SuperLink" (the status is 1)
             assert code == 1 and "Exit Code: 305" in log and why in log and "SuperNode ID:" not in log, procs.tails()
 
-        out = flwr_run(procs, ["secure", "--run-config", run_config(config, run_dir)])
-        why = procs.tails()
-        assert "Successfully started run" in out, why
         # 2 rounds on exactly the 4 registered participants (one node more would have failed the run)
-        check_federation(run_dir, why)
+        run_app_and_check(procs, "secure", config, run_dir)
     finally:
         left = procs.stop()
         assert not left, f"processes survived: {sorted(left)}"

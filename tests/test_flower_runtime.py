@@ -385,14 +385,19 @@ def test_flower_deployment_superlink_and_4_supernodes(tmp_path):
             f'[superlink]\ndefault = "deployment"\n\n[superlink.deployment]\n'
             f'address = "127.0.0.1:{port}"\ninsecure = true\n')
         _start_supernodes(procs, port, taken)
-        out = flwr_run(procs, ["deployment", "--run-config", run_config(config, run_dir)])
-        why = procs.tails()
-        assert "Successfully started run" in out, why
-        check_federation(run_dir, why)
+        run_app_and_check(procs, "deployment", config, run_dir)
     finally:
         left = procs.stop()
         assert not left, f"processes survived: {sorted(left)}"
     print(f"Flower deployment: {time.monotonic() - t0:.0f} s")
+
+
+def run_app_and_check(procs: Processes, connection: str, config, run_dir: Path) -> None:
+    """``flwr run`` the fl-sim app on ``connection`` and check the federation it trained."""
+    out = flwr_run(procs, [connection, "--run-config", run_config(config, run_dir)])
+    why = procs.tails()
+    assert "Successfully started run" in out, why
+    check_federation(run_dir, why)
 
 
 def _start_superlink(procs: Processes, taken: set[int], timeout_s: float = 120,
