@@ -159,8 +159,7 @@ def _attach(gcs_address: str, env: dict) -> subprocess.CompletedProcess:
 @pytest.mark.ray
 @pytest.mark.timeout(600)
 def test_the_local_ray_wants_a_token_that_only_its_processes_hold(federation_watched):
-    if not federation._token_auth_supported():
-        pytest.skip("the installed Ray has no token authentication (Ray < 2.52)")
+    assert federation._token_auth_supported()  # pyproject requires ray>=2.52
     import ray
 
     assert ray.is_initialized()  # the federation's session, kept for the next one
@@ -193,8 +192,7 @@ def test_the_local_ray_wants_a_token_that_only_its_processes_hold(federation_wat
 @pytest.mark.ray
 @pytest.mark.timeout(300)
 def test_leaving_the_local_ray_gives_the_process_back_its_own_ray_settings(federation_watched):
-    if not federation._token_auth_supported():
-        pytest.skip("the installed Ray has no token authentication (Ray < 2.52)")
+    assert federation._token_auth_supported()  # pyproject requires ray>=2.52
     from ray._raylet import AuthenticationMode, get_authentication_mode
 
     federation.shutdown_ray()
